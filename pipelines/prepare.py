@@ -1,0 +1,255 @@
+"""`keyseg prepare`: raw ReasonSeg / refCOCO annotations -> manifests + target/ignore masks.
+
+Output folder layout (all paths in manifests are relative):
+
+    OUT/<source>/<split>/manifest.jsonl     one JSON record per image, sorted by id
+    OUT/<source>/<split>/masks/<id>_<t>.png  uint8 0/1/255, one per target
+    OUT/<source>/<split>/overlays/<id>.png   with --visualize K
+    OUT/prepare_config.json                  the config this run used
+    OUT/prepare_stats.json                   per source/split counts and seconds
+    OUT/prepare_report.json                  every warning and error, file + reason
+
+Resuming: each finished record is appended to `manifest.partial.jsonl` as soon as it is
+done; the next run reuses every record whose inputs hash the same (and whose masks
+exist), so an interrupted or repeated run redoes only what changed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from keyseg.formats.refer import ReferError
+from keyseg.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl, sha256_bytes
+from keyseg.sources.reasonseg import EXPLANATORY_FILE, discover_reasonseg, load_explanatory
+from keyseg.sources.records import Issue, record_id
+from keyseg.sources.refer import group_refer_items, load_refer_dataset
+from keyseg.sources.specs import SourceSplit, resolve_sources
+from pipelines.prepare_worker import PrepareTask, TaskResult, process_task
+
+MANIFEST = "manifest.jsonl"
+JOURNAL = "manifest.partial.jsonl"
+
+
+@dataclass
+class PrepareConfig:
+    data_dir: Path  # folder holding reason_seg/ and/or refer_seg/
+    out: Path  # prepared output folder
+    sources: list[str] = field(default_factory=list)  # --source specs; empty: all detected
+    workers: int = 0  # 0: one per core
+    strict: bool = False  # warnings fail their record
+    visualize: int = 0  # overlays per split
+    decode_images: bool = False  # fully decode every image with OpenCV (slow, thorough)
+    show_progress: bool = True
+
+
+@dataclass
+class SplitStats:
+    images: int = 0  # records in the manifest
+    targets: int = 0
+    converted: int = 0  # records (re)computed this run
+    up_to_date: int = 0  # records reused from a previous run
+    warnings: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class PrepareResult:
+    stats: dict[str, SplitStats]
+    issues: list[dict]
+
+    @property
+    def errors(self) -> int:
+        return sum(stats.errors for stats in self.stats.values())
+
+
+def run(config: PrepareConfig, console: Console | None = None) -> PrepareResult:
+    console = console or Console(stderr=True)
+    data_dir, out = Path(config.data_dir).resolve(), Path(config.out).resolve()
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: data folder not found")
+    splits = resolve_sources(data_dir, config.sources)
+    if not splits:
+        raise FileNotFoundError(f"{data_dir}: no reason_seg/ReasonSeg/<split> folder and no refer_seg refs file found")
+    workers = config.workers or os.cpu_count() or 1
+    out.mkdir(parents=True, exist_ok=True)
+    used = {**asdict(config), "data_dir": str(data_dir), "out": str(out), "workers": workers,
+            "resolved_sources": [split.name for split in splits]}
+    atomic_write_json(out / "prepare_config.json", used)
+
+    planned = _plan_tasks(data_dir, out, splits, config)
+    stats: dict[str, SplitStats] = {}
+    all_issues: list[dict] = []
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        with _progress(console, config.show_progress) as progress:
+            for split in splits:
+                tasks, issues = planned[split]
+                split_stats, split_issues = _run_split(split, tasks, issues, out, pool, progress)
+                stats[split.name] = split_stats
+                all_issues += split_issues
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+    result = PrepareResult(stats=stats, issues=all_issues)
+    atomic_write_json(out / "prepare_stats.json", {name: asdict(value) for name, value in stats.items()})
+    atomic_write_json(out / "prepare_report.json", {"summary": _summary(result), "issues": all_issues})
+    _print_summary(console, result, out)
+    return result
+
+
+def _plan_tasks(
+    data_dir: Path, out: Path, splits: list[SourceSplit], config: PrepareConfig
+) -> dict[SourceSplit, tuple[list[PrepareTask], list[Issue]]]:
+    """Find every item of every split, and what a previous run left for it."""
+    planned = {}
+    explanatory, explanatory_issues = _explanatory(data_dir) if any(s.family == "reasonseg" for s in splits) else ({}, [])
+    refer_cache: dict[tuple[str, str], object] = {}
+    for split in splits:
+        issues: list[Issue] = []
+        previous = _previous_records(out / split.source / split.split)
+        common = dict(source=split.source, split=split.split, data_dir=str(data_dir), out_dir=str(out),
+                      strict=config.strict, decode_images=config.decode_images)
+        tasks: list[PrepareTask] = []
+        if split.family == "reasonseg":
+            if split.split == "train":
+                issues += explanatory_issues
+            for item in discover_reasonseg(data_dir, split.split):
+                rid = record_id(split.source, split.split, item.name)
+                tasks.append(PrepareTask(record_id=rid, kind="reasonseg", item=item,
+                                         explanatory=explanatory.get(f"{item.name}.jpg") if split.split == "train" else None,
+                                         previous=previous.get(rid), **common))
+        else:
+            key = (split.dataset, split.split_by)
+            if key not in refer_cache:
+                try:
+                    instances, refs = load_refer_dataset(data_dir, *key)
+                    refer_cache[key] = group_refer_items(instances, refs, split.dataset, split.split_by,
+                                                         tuple(s.split for s in splits if (s.dataset, s.split_by) == key))
+                except ReferError as error:
+                    refer_cache[key] = error
+            grouped = refer_cache[key]
+            if isinstance(grouped, ReferError):
+                file, _, reason = str(grouped).partition(": ")
+                issues.append(Issue("error", file, "bad_refer_file", reason))
+            else:
+                issues += grouped.issues[split.split]
+                for item in grouped.items[split.split]:
+                    rid = record_id(split.source, split.split, str(item.image_id))
+                    tasks.append(PrepareTask(record_id=rid, kind="refer", item=item, explanatory=None,
+                                             previous=previous.get(rid), **common))
+        for task in tasks[: config.visualize]:
+            task.visualize = True
+        planned[split] = (tasks, issues)
+    return planned
+
+
+def _explanatory(data_dir: Path) -> tuple[dict[str, dict], list[Issue]]:
+    path = data_dir / EXPLANATORY_FILE
+    if not path.is_file():
+        return {}, []
+    return load_explanatory(path.read_bytes(), str(EXPLANATORY_FILE))
+
+
+def _previous_records(split_dir: Path) -> dict[str, dict]:
+    """Records of a finished manifest, updated by an interrupted run's journal."""
+    records: dict[str, dict] = {}
+    for name in (MANIFEST, JOURNAL):
+        if (split_dir / name).is_file():
+            try:
+                records.update({record["id"]: record for record in read_jsonl(split_dir / name)})
+            except (ValueError, KeyError):
+                pass  # unreadable: everything is redone, which is always correct
+    return records
+
+
+def _run_split(split, tasks, issues, out, pool, progress) -> tuple[SplitStats, list[dict]]:
+    started = time.perf_counter()
+    split_dir = out / split.source / split.split
+    split_dir.mkdir(parents=True, exist_ok=True)
+    bar = progress.add_task(split.name, total=len(tasks))
+    records: dict[str, dict] = {}
+    stats = SplitStats()
+    results = pool.imap_unordered(process_task, tasks, chunksize=8) if pool else map(process_task, tasks)
+    with open(split_dir / JOURNAL, "a", encoding="utf-8") as journal:
+        for result in results:
+            result: TaskResult
+            issues += result.issues
+            if result.record is not None:
+                records[result.record["id"]] = result.record
+                if result.up_to_date:
+                    stats.up_to_date += 1
+                else:
+                    stats.converted += 1
+                    journal.write(_json_line(result.record))
+                    journal.flush()
+            progress.advance(bar)
+
+    ordered = [records[key] for key in sorted(records)]
+    atomic_write_jsonl(split_dir / MANIFEST, ordered)
+    (split_dir / JOURNAL).unlink(missing_ok=True)
+    _remove_orphans(split_dir, ordered)
+
+    stats.images = len(ordered)
+    stats.targets = sum(len(record["targets"]) for record in ordered)
+    stats.warnings = sum(issue.severity == "warning" for issue in issues)
+    stats.errors = sum(issue.severity == "error" for issue in issues)
+    stats.seconds = round(time.perf_counter() - started, 3)
+    rows = [{"source": split.source, "split": split.split, **issue.to_dict()} for issue in issues]
+    rows.sort(key=lambda row: (row["severity"], row["file"], row["code"], row["reason"]))
+    return stats, rows
+
+
+def _json_line(record: dict) -> str:
+    import json
+
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def _remove_orphans(split_dir: Path, records: list[dict]) -> None:
+    """Masks and overlays of images that left the input (or failed) go too."""
+    keep = {Path(target["mask"]).name for record in records for target in record["targets"]}
+    keep |= {Path(record["overlay"]).name for record in records if record.get("overlay")}
+    for folder in ("masks", "overlays"):
+        for path in (split_dir / folder).glob("*.png") if (split_dir / folder).is_dir() else ():
+            if path.name not in keep:
+                path.unlink()
+
+
+def _summary(result: PrepareResult) -> dict:
+    total = {key: sum(getattr(stats, key) for stats in result.stats.values())
+             for key in ("images", "targets", "converted", "up_to_date", "warnings", "errors")}
+    return {**total, "splits": len(result.stats)}
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not enabled)
+
+
+def _print_summary(console: Console, result: PrepareResult, out: Path) -> None:
+    table = Table(title=f"keyseg prepare -> {out}")
+    for column in ("source:split", "images", "targets", "converted", "up to date", "warnings", "errors", "seconds"):
+        table.add_column(column, justify="left" if column == "source:split" else "right")
+    for name, stats in result.stats.items():
+        table.add_row(name, str(stats.images), str(stats.targets), str(stats.converted), str(stats.up_to_date),
+                      str(stats.warnings), f"[red]{stats.errors}[/]" if stats.errors else "0", f"{stats.seconds:.1f}")
+    summary = _summary(result)
+    table.add_row("[bold]total", *(f"[bold]{summary[key]}" for key in
+                                   ("images", "targets", "converted", "up_to_date", "warnings", "errors")), "")
+    console.print(table)
+    for issue in [issue for issue in result.issues if issue["severity"] == "error"][:20]:
+        console.print(f"[red]error[/] {issue['file']}: {issue['reason']}")
+    if result.errors:
+        console.print(f"[red]{result.errors} error(s)[/]; all good records were written. "
+                      f"Details: {out / 'prepare_report.json'}")

@@ -1,0 +1,147 @@
+"""The unit of work of `keyseg prepare`: one image in, its masks and record out.
+
+Runs in worker processes, so everything here is picklable and self-contained: the task
+carries what the worker needs, the worker writes the masks (atomically) and returns the
+manifest record; the main process only collects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keyseg.images import decode_image
+from keyseg.io import atomic_write_bytes, sha256_bytes
+from keyseg.masks.overlay import overlay_panel, overlay_strip
+from keyseg.masks.png import encode_png
+from keyseg.sources.reasonseg import ReasonSegItem, convert_reasonseg, explanatory_fingerprint
+from keyseg.sources.records import Issue, PreparedImage
+from keyseg.sources.refer import ReferItem, convert_refer
+
+# Bump when the masks or records this code writes change, so old outputs are redone.
+PREPARE_FORMAT_VERSION = 1
+
+
+@dataclass
+class PrepareTask:
+    record_id: str
+    kind: str  # "reasonseg" or "refer"
+    item: ReasonSegItem | ReferItem
+    explanatory: dict | None
+    source: str
+    split: str
+    data_dir: str
+    out_dir: str
+    strict: bool
+    decode_images: bool
+    previous: dict | None = None  # this record from an earlier run, if any
+    visualize: bool = False
+
+
+@dataclass
+class TaskResult:
+    record: dict | None  # None when the image failed
+    issues: list[Issue] = field(default_factory=list)
+    up_to_date: bool = False
+
+
+def process_task(task: PrepareTask) -> TaskResult:
+    data_dir, split_dir = Path(task.data_dir), Path(task.out_dir) / task.source / task.split
+    inputs, issues = _read_inputs(task, data_dir)
+    if inputs is None:
+        return TaskResult(None, issues)
+    input_hash = sha256_bytes(*inputs, _settings_fingerprint(task))
+
+    previous = task.previous
+    if previous is not None and previous.get("input_hash") == input_hash and _outputs_exist(previous, split_dir, task):
+        # Warnings are facts about the inputs, which did not change: report them again.
+        return TaskResult(previous, [Issue(**issue) for issue in previous.get("issues", [])], up_to_date=True)
+
+    prepared = _convert(task, inputs)
+    issues = prepared.issues
+    if task.strict:
+        issues = [Issue("error", i.file, i.code, f"{i.reason} (--strict)") if i.severity == "warning" else i
+                  for i in issues]
+    if prepared.targets is None or any(issue.severity == "error" for issue in issues):
+        return TaskResult(None, issues)
+
+    targets = []
+    for index, target in enumerate(prepared.targets):
+        mask_path = Path("masks") / f"{task.record_id}_{index}.png"
+        atomic_write_bytes(split_dir / mask_path, encode_png(target.mask))
+        targets.append({
+            "texts": target.texts,
+            "is_sentence": target.is_sentence,
+            "mask": f"{task.source}/{task.split}/{mask_path.as_posix()}",
+            "explanatory": target.explanatory,
+            "ann_id": target.ann_id,
+            "ref_id": target.ref_id,
+        })
+    record = {
+        "id": task.record_id,
+        "image": prepared.image,
+        "width": prepared.width,
+        "height": prepared.height,
+        "source": task.source,
+        "split": task.split,
+        "targets": targets,
+        "input_hash": input_hash,
+        "issues": [issue.to_dict() for issue in issues],
+    }
+    if isinstance(task.item, ReferItem):
+        record["image_id"] = task.item.image_id
+    if task.visualize:
+        record["overlay"] = _write_overlay(task, prepared, inputs[-1], split_dir)
+    return TaskResult(record, issues)
+
+
+def _read_inputs(task: PrepareTask, data_dir: Path) -> tuple[list[bytes] | None, list[Issue]]:
+    """The bytes every output depends on, or the reason they cannot be read."""
+    item = task.item
+    if isinstance(item, ReasonSegItem):
+        files = [item.annotation, item.image]
+    else:
+        files = [item.image]
+    contents = []
+    for file in files:
+        try:
+            contents.append((data_dir / file).read_bytes())
+        except FileNotFoundError:
+            return None, [Issue("error", file, "missing_file", "file not found")]
+        except OSError as error:
+            return None, [Issue("error", file, "unreadable_file", error.strerror or str(error))]
+    if isinstance(item, ReasonSegItem):
+        contents.insert(0, explanatory_fingerprint(task.explanatory))
+    else:
+        contents.insert(0, item.fingerprint())
+    return contents, []
+
+
+def _settings_fingerprint(task: PrepareTask) -> bytes:
+    return f"v{PREPARE_FORMAT_VERSION}|strict={task.strict}|decode={task.decode_images}|id={task.record_id}".encode()
+
+
+def _outputs_exist(previous: dict, split_dir: Path, task: PrepareTask) -> bool:
+    out_dir = split_dir.parent.parent
+    if task.visualize and not (previous.get("overlay") and (out_dir / previous["overlay"]).is_file()):
+        return False
+    return all((out_dir / target["mask"]).is_file() for target in previous["targets"])
+
+
+def _convert(task: PrepareTask, inputs: list[bytes]) -> PreparedImage:
+    if isinstance(task.item, ReasonSegItem):
+        _, annotation_bytes, image_bytes = inputs
+        return convert_reasonseg(task.item, annotation_bytes, image_bytes, task.explanatory, task.decode_images)
+    _, image_bytes = inputs
+    return convert_refer(task.item, image_bytes, task.decode_images)
+
+
+def _write_overlay(task: PrepareTask, prepared: PreparedImage, image_bytes: bytes, split_dir: Path) -> str:
+    image = decode_image(image_bytes)
+    panels = [
+        overlay_panel(image, target.mask, target.outlines, target.texts[0] if target.texts else "")
+        for target in prepared.targets[:4]
+    ]
+    relative = Path("overlays") / f"{task.record_id}.png"
+    atomic_write_bytes(split_dir / relative, encode_png(overlay_strip(panels), compression=3))
+    return f"{task.source}/{task.split}/{relative.as_posix()}"
