@@ -39,7 +39,10 @@ def demo_data(
     from pipelines import demo_data as stage
 
     summary = stage.run(stage.DemoDataConfig(out=out, seed=seed, images=images, width=width, height=height))
-    console.print(f"demo data written to {out}: {summary}")
+    reason, refer = summary["reason_seg"], summary["refcoco"]
+    splits = "/".join(str(count) for count in reason["splits"].values())
+    console.print(f"demo data written to {out}: ReasonSeg train/val/test {splits} images, "
+                  f"refCOCO {refer['images']} images with {sum(refer['refs_per_split'].values())} refs")
 
 
 @app.command()

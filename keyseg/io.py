@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def _default_file_mode() -> int:
+    # mkstemp creates 0600 files; outputs get the usual mode (0666 less the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,6 +29,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp_name, _default_file_mode())
         os.replace(tmp_name, path)
     except BaseException:
         # Also on KeyboardInterrupt: the temp file must not linger next to real outputs.
@@ -30,6 +38,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+    return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -238,9 +239,10 @@ def _progress(console: Console, enabled: bool) -> Progress:
 
 
 def _print_summary(console: Console, result: PrepareResult, out: Path) -> None:
-    table = Table(title=f"keyseg prepare -> {out}")
-    for column in ("source:split", "images", "targets", "converted", "up to date", "warnings", "errors", "seconds"):
-        table.add_column(column, justify="left" if column == "source:split" else "right")
+    table = Table(title=f"keyseg prepare -> {out}", box=box.SIMPLE_HEAD)
+    table.add_column("source:split", no_wrap=True)
+    for column in ("images", "targets", "new", "reused", "warnings", "errors", "sec"):
+        table.add_column(column, justify="right")
     for name, stats in result.stats.items():
         table.add_row(name, str(stats.images), str(stats.targets), str(stats.converted), str(stats.up_to_date),
                       str(stats.warnings), f"[red]{stats.errors}[/]" if stats.errors else "0", f"{stats.seconds:.1f}")
