@@ -25,7 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipelines import demo_data, prepare  # noqa: E402
+from keyseg.demo import write_reasonseg  # noqa: E402
+from pipelines import prepare  # noqa: E402
 
 
 def baseline_mask(json_path: Path, image_path: Path) -> np.ndarray:
@@ -68,7 +69,8 @@ def main() -> None:
     if not stamp.exists():
         print(f"writing {args.images} demo images of {args.width}x{args.height} to {args.data} (once)...")
         shutil.rmtree(args.data, ignore_errors=True)
-        demo_data.run(demo_data.DemoDataConfig(out=args.data, images=args.images, width=args.width, height=args.height))
+        # ReasonSeg only: the benchmark measures polygon rasterisation.
+        write_reasonseg(args.data / "reason_seg", 0, args.images, args.width, args.height)
         stamp.touch()
 
     pairs = sorted((path, path.with_suffix(".jpg"))

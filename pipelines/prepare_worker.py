@@ -143,5 +143,5 @@ def _write_overlay(task: PrepareTask, prepared: PreparedImage, image_bytes: byte
         for target in prepared.targets[:4]
     ]
     relative = Path("overlays") / f"{task.record_id}.png"
-    atomic_write_bytes(split_dir / relative, encode_png(overlay_strip(panels), compression=3))
+    atomic_write_bytes(split_dir / relative, encode_png(overlay_strip(panels), params=[]))
     return f"{task.source}/{task.split}/{relative.as_posix()}"
