@@ -27,9 +27,11 @@ test: setup
 demo: setup
 	$(BIN)/keyseg demo-data $(DEMO_DATA)
 	$(BIN)/keyseg prepare --data-dir $(DEMO_DATA) --out $(DEMO_PREPARED) --visualize 4
+	$(BIN)/keyseg mine-keywords generate $(DEMO_DATA)/reason_seg/ReasonSeg/explanatory/train.json --backend heuristic
 
 bench: setup
 	$(BIN)/python benchmarks/bench_prepare.py
+	$(BIN)/python benchmarks/bench_keywords.py
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -85,5 +85,84 @@ def prepare(
         raise typer.Exit(1)
 
 
+mine_keywords_app = typer.Typer(
+    help="Generate or validate keyword_outputs.json (one keyword per ReasonSeg training instruction).",
+    no_args_is_help=True,
+)
+app.add_typer(mine_keywords_app, name="mine-keywords")
+
+_BACKEND_HELP = ("openai (any OpenAI-compatible server), hf (a local transformers model folder given as --model), "
+                 "heuristic (offline, deterministic, no model), or auto: openai when --model/--base-url is given, "
+                 "else heuristic.")
+
+
+def _mine_keywords(mode: str, **options) -> None:
+    from pipelines import mine_keywords as stage
+    from keyseg.keywords.records import KeywordInputError
+
+    try:
+        result = stage.run(stage.MineKeywordsConfig(mode=mode, **options), console=console)
+    except (ValueError, KeywordInputError, FileNotFoundError) as error:
+        _fail(str(error))
+    if result.summary.get("failures"):
+        raise typer.Exit(1)
+
+
+# Options shared by both subcommands (Typer reads these markers as defaults).
+_backend = typer.Option("auto", help=_BACKEND_HELP)
+_base_url = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: the openai client's).")
+_model = typer.Option(None, help="Model name on the server (openai) or model folder (hf).")
+_api_key_env = typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key. The key is never printed, logged or written.")
+_concurrency = typer.Option(8, min=1, help="Requests in flight at once.")
+_rpm = typer.Option(None, "--rpm", help="Upper bound on requests per minute.")
+_timeout = typer.Option(60.0, help="Seconds per request before it is retried.")
+_max_attempts = typer.Option(4, min=1, help="Attempts per request on 429/5xx/timeouts/malformed replies (the openai client retries twice within each).")
+_cache_dir = typer.Option(None, help="Answer cache folder (default: ~/.cache/keyseg/keywords).")
+_cache = typer.Option(True, help="Reuse and store answers in the cache.")
+_price = typer.Option(None, help="US$ per million tokens, IN or IN,OUT, for a cost estimate.")
+_progress = typer.Option(True, help="Show a progress bar.")
+
+
+@mine_keywords_app.command("generate")
+def mine_keywords_generate(
+    input: Path = typer.Argument(..., help="explanatory/train.json, or a prepared reasonseg train manifest.jsonl."),
+    out: Optional[Path] = typer.Option(None, help="Keyword file to write (default: ReasonSeg/explanatory_key/keyword_outputs.json next to the input's explanatory folder)."),
+    backend: str = _backend, base_url: Optional[str] = _base_url, model: Optional[str] = _model,
+    api_key_env: str = _api_key_env, concurrency: int = _concurrency, requests_per_minute: Optional[float] = _rpm,
+    timeout: float = _timeout, max_attempts: int = _max_attempts, cache_dir: Optional[Path] = _cache_dir,
+    cache: bool = _cache,
+    report: Optional[Path] = typer.Option(None, help="Report JSON (default: beside the output, *.report.json)."),
+    price_per_mtok: Optional[str] = _price,
+    batch_file: Optional[Path] = typer.Option(None, help="Write the requests in OpenAI Batch API input format to this file and stop."),
+    batch_results: Optional[Path] = typer.Option(None, help="Batch API output file to ingest before mining."),
+    progress: bool = _progress,
+) -> None:
+    """Mine one grounded keyword per record; ungrounded answers get one retry, then a flag (keyword null)."""
+    _mine_keywords("generate", input=input, out=out, backend=backend, base_url=base_url, model=model,
+                   api_key_env=api_key_env, concurrency=concurrency, requests_per_minute=requests_per_minute,
+                   timeout=timeout, max_attempts=max_attempts, cache_dir=cache_dir, use_cache=cache, report=report,
+                   price_per_mtok=price_per_mtok, batch_file=batch_file, batch_results=batch_results,
+                   show_progress=progress)
+
+
+@mine_keywords_app.command("validate")
+def mine_keywords_validate(
+    keywords: Path = typer.Argument(..., help="A keyword_outputs.json to check (never modified)."),
+    backend: str = _backend, base_url: Optional[str] = _base_url, model: Optional[str] = _model,
+    api_key_env: str = _api_key_env, concurrency: int = _concurrency, requests_per_minute: Optional[float] = _rpm,
+    timeout: float = _timeout, max_attempts: int = _max_attempts, cache_dir: Optional[Path] = _cache_dir,
+    cache: bool = _cache,
+    report: Optional[Path] = typer.Option(None, help="Report JSON (default: ./<name>.validation.json, or beside --fix)."),
+    fix: Optional[Path] = typer.Option(None, help="Write a corrected copy here: bad keywords replaced by a grounded one, or null."),
+    price_per_mtok: Optional[str] = _price,
+    progress: bool = _progress,
+) -> None:
+    """Give every keyword a verdict: ok, ungrounded, not_a_noun_phrase, or disagrees (with an LLM's own)."""
+    _mine_keywords("validate", input=keywords, backend=backend, base_url=base_url, model=model,
+                   api_key_env=api_key_env, concurrency=concurrency, requests_per_minute=requests_per_minute,
+                   timeout=timeout, max_attempts=max_attempts, cache_dir=cache_dir, use_cache=cache, report=report,
+                   fix=fix, price_per_mtok=price_per_mtok, show_progress=progress)
+
+
 if __name__ == "__main__":
     app()

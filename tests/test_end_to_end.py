@@ -65,3 +65,17 @@ def test_demo_data_then_prepare(tmp_path):
     assert again.returncode == 0
     totals = json.loads((out / "prepare_report.json").read_text())["summary"]
     assert totals["converted"] == 0 and totals["up_to_date"] == totals["images"]
+
+    # Keywords, offline: from explanatory/train.json (default output path) and from the manifest.
+    explanatory = data / "reason_seg/ReasonSeg/explanatory/train.json"
+    mined = keyseg("mine-keywords", "generate", str(explanatory), "--backend", "heuristic", "--no-progress")
+    assert mined.returncode == 0, mined.stderr
+    keywords = json.loads((data / "reason_seg/ReasonSeg/explanatory_key/keyword_outputs.json").read_text())
+    assert len(keywords) == len(json.loads(explanatory.read_text())) == 8
+    assert all(record["keyword"] for record in keywords)
+    from_manifest = tmp_path / "from_manifest.json"
+    mined = keyseg("mine-keywords", "generate", str(out / "reasonseg/train/manifest.jsonl"), "--out",
+                   str(from_manifest), "--no-progress")
+    assert mined.returncode == 0, mined.stderr
+    by_image = {record["image"]: record["keyword"] for record in keywords}
+    assert {record["image"]: record["keyword"] for record in json.loads(from_manifest.read_text())} == by_image

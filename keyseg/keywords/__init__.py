@@ -1,0 +1,1 @@
+"""Keyword mining, checking and fallback extraction for KeySeg's ``[KEY]`` token."""

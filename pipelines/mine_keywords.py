@@ -1,0 +1,285 @@
+"""`keyseg mine-keywords`: generate or validate keyword_outputs.json.
+
+generate: one keyword per explanatory record from a backend (openai, hf, heuristic),
+          checked against the text, retried once with the reason, else flagged (null).
+validate: a verdict for every keyword of an existing file (e.g. the published one);
+          `--fix OUT` writes a corrected copy, never touching the input.
+
+Outputs (generate): the keyword file in the published schema and order, a JSON report
+(per record: keyword, evidence, verdict, reason; summary; prompt and config used) and
+`mine_keywords_config.json` beside the keyword file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from keyseg.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from keyseg.keywords.backends import HeuristicBackend
+from keyseg.keywords.cache import AnswerCache, default_cache_dir
+from keyseg.keywords.grounding import Verdict, check_keyword, keywords_agree, normalize_keyword
+from keyseg.keywords.heuristic import HEURISTIC_LIMITS
+from keyseg.keywords.miner import KeywordMiner, MinedKeyword, request_key
+from keyseg.keywords.prompt import prompt_description
+from keyseg.keywords.records import KeywordRecord, default_output_path, load_records
+
+BACKENDS = ("auto", "openai", "hf", "heuristic")
+
+
+@dataclass
+class MineKeywordsConfig:
+    mode: str  # "generate" or "validate"
+    input: Path  # explanatory/train.json, a keyword file, or a prepared manifest.jsonl
+    out: Path | None = None  # generate: keyword file (default: ReasonSeg/explanatory_key/keyword_outputs.json)
+    backend: str = "auto"  # auto: openai when --model or --base-url is given, else heuristic
+    base_url: str | None = None  # OpenAI-compatible endpoint, e.g. http://localhost:8000/v1
+    model: str | None = None  # server model name (openai) or a local folder (hf)
+    api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; the key itself is never stored
+    concurrency: int = 8
+    requests_per_minute: float | None = None
+    timeout: float = 60.0  # seconds per request
+    max_attempts: int = 4  # our attempts per request, each with the client's own retries inside
+    cache_dir: Path | None = None  # default: the user cache directory
+    use_cache: bool = True
+    report: Path | None = None
+    fix: Path | None = None  # validate: write a corrected copy here
+    price_per_mtok: str | None = None  # "IN[,OUT]" US$ per million prompt/completion tokens
+    batch_file: Path | None = None  # write OpenAI Batch API requests here and stop
+    batch_results: Path | None = None  # ingest Batch API results into the cache first
+    show_progress: bool = True
+
+
+@dataclass
+class MineKeywordsResult:
+    summary: dict
+    report_path: Path
+    output_path: Path | None
+
+
+def resolve_backend_name(config: MineKeywordsConfig) -> str:
+    if config.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {config.backend!r}; choose from {', '.join(BACKENDS)}")
+    if config.backend != "auto":
+        return config.backend
+    return "openai" if (config.model or config.base_url) else "heuristic"
+
+
+def make_backend(config: MineKeywordsConfig):
+    name = resolve_backend_name(config)
+    if name == "heuristic":
+        return HeuristicBackend()
+    if not config.model:
+        raise ValueError(f"--model is required for the {name} backend")
+    if name == "hf":
+        from keyseg.keywords.backends import HFBackend
+
+        if not Path(config.model).is_dir():
+            raise ValueError(f"{config.model}: the hf backend needs a local model folder")
+        return HFBackend(config.model)
+    from keyseg.keywords.backends import OpenAIBackend
+
+    # Local servers (vLLM, Ollama, llama.cpp) accept any key; the client insists on one.
+    api_key = os.environ.get(config.api_key_env) or "unused"
+    return OpenAIBackend(model=config.model, api_key=api_key, base_url=config.base_url, timeout=config.timeout,
+                         requests_per_minute=config.requests_per_minute, max_attempts=config.max_attempts)
+
+
+def run(config: MineKeywordsConfig, console: Console | None = None) -> MineKeywordsResult:
+    console = console or Console(stderr=True)
+    if config.mode not in ("generate", "validate"):
+        raise ValueError(f"unknown mode {config.mode!r}")
+    # Argument mistakes must surface before any request is paid for.
+    prices = parse_prices(config.price_per_mtok)
+    if config.fix and Path(config.fix).resolve() == Path(config.input).resolve():
+        raise ValueError("--fix must name a new file: the input is never overwritten")
+    records = load_records(config.input)
+    backend = make_backend(config)
+    cache_folder = (config.cache_dir or default_cache_dir()) if config.use_cache else None
+    # The heuristic is instant and deterministic: caching it would only litter the disk.
+    cache = AnswerCache(cache_folder if backend.name != "heuristic" else None)
+
+    if config.batch_results:
+        ingested = ingest_batch_results(config.batch_results, cache)
+        console.print(f"ingested {ingested} batch results from {config.batch_results}")
+    if config.batch_file:
+        written = write_batch_file(config.batch_file, records, backend, cache)
+        console.print(f"wrote {written} requests to {config.batch_file} (OpenAI Batch API input format); "
+                      f"run again with --batch-results to use the answers")
+        return MineKeywordsResult({"batch_requests": written}, config.batch_file, None)
+
+    miner = KeywordMiner(backend, cache, concurrency=config.concurrency)
+    mined = _mine_with_progress(miner, records, console, config.show_progress, config.mode)
+    used = _config_used(config, backend, cache_folder)
+
+    if config.mode == "generate":
+        out = Path(config.out) if config.out else default_output_path(config.input)
+        rows = [_generate_row(index, record, result) for index, (record, result) in enumerate(zip(records, mined))]
+        atomic_write_json(out, [record.to_output(result.keyword) for record, result in zip(records, mined)])
+        report_path = Path(config.report) if config.report else out.with_suffix(".report.json")
+        atomic_write_json(out.parent / "mine_keywords_config.json", used)
+    else:
+        out = Path(config.fix) if config.fix else None
+        rows = [_validate_row(index, record, result, backend.name)
+                for index, (record, result) in enumerate(zip(records, mined))]
+        if out is not None:
+            atomic_write_json(out, [record.to_output(row["fixed"]) for record, row in zip(records, rows)])
+        report_path = Path(config.report) if config.report else (
+            out.with_suffix(".report.json") if out else Path.cwd() / f"{Path(config.input).stem}.validation.json")
+
+    summary = _summary(rows, miner, config, prices)
+    atomic_write_json(report_path, {"mode": config.mode, "summary": summary, "prompt": prompt_description(),
+                                    "backend_limits": HEURISTIC_LIMITS if backend.name == "heuristic" else None,
+                                    "config": used, "records": rows})
+    _print_summary(console, rows, summary, config.mode, report_path, out)
+    return MineKeywordsResult(summary, report_path, out)
+
+
+def _mine_with_progress(miner: KeywordMiner, records, console, show: bool, mode: str) -> list[MinedKeyword]:
+    columns = (TextColumn(f"[bold]{mode}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("[dim]{task.fields[rate]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not show) as progress:
+        bar = progress.add_task(mode, total=len(records), rate="")
+
+        def done(_result: MinedKeyword) -> None:
+            progress.advance(bar)
+            task = progress.tasks[0]
+            if task.speed:
+                progress.update(bar, rate=f"{task.speed:.1f} rec/s")
+
+        async def mine_then_close() -> list[MinedKeyword]:
+            # One event loop for the client's whole life: its connections belong to it.
+            try:
+                return await miner.mine_all(records, on_done=done)
+            finally:
+                await miner.backend.aclose()
+
+        return asyncio.run(mine_then_close())
+
+
+def _evidence(verdict: Verdict) -> list[dict]:
+    return [asdict(item) for item in verdict.evidence]
+
+
+def _generate_row(index: int, record: KeywordRecord, result: MinedKeyword) -> dict:
+    return {"index": index, "image": record.image, "keyword": result.keyword,
+            "verdict": "ok" if result.keyword else result.verdict.code, "reason": result.verdict.reason,
+            "evidence": _evidence(result.verdict), "answers": result.answers, "cached": result.cached}
+
+
+def _validate_row(index: int, record: KeywordRecord, own: MinedKeyword, backend_name: str) -> dict:
+    published = record.keyword
+    verdict = check_keyword(published, record.query, record.outputs)
+    code, reason = verdict.code, verdict.reason
+    differs = bool(verdict.ok and own.keyword and not keywords_agree(normalize_keyword(published), own.keyword))
+    # Only a language model's disagreement is a verdict; the heuristic picks the wrong
+    # noun too often (see HEURISTIC_LIMITS) for its opinion to flag a keyword.
+    if differs and backend_name != "heuristic":
+        code, reason = "disagrees", f"published {published!r}, {backend_name} extracts {own.keyword!r}"
+    # --fix: keep a good keyword; replace a bad one by our own when ours passes, else null.
+    fixed = published if code == "ok" else own.keyword
+    return {"index": index, "image": record.image, "keyword": published, "verdict": code, "reason": reason,
+            "evidence": _evidence(verdict), "own_keyword": own.keyword, "own_verdict": own.verdict.code,
+            "own_differs": differs, "fixed": fixed}
+
+
+def parse_prices(text: str | None) -> tuple[float, float] | None:
+    """"IN" or "IN,OUT" US$ per million tokens -> (input price, output price)."""
+    if not text:
+        return None
+    try:
+        prices = [float(part) for part in text.split(",")]
+    except ValueError:
+        prices = []
+    if len(prices) not in (1, 2) or any(price < 0 for price in prices):
+        raise ValueError(f"--price-per-mtok {text!r}: expected IN or IN,OUT in US$ per million tokens, e.g. 0.15,0.6")
+    return prices[0], prices[-1]
+
+
+def _summary(rows: list[dict], miner: KeywordMiner, config: MineKeywordsConfig, prices) -> dict:
+    verdicts: dict[str, int] = {}
+    for row in rows:
+        verdicts[row["verdict"]] = verdicts.get(row["verdict"], 0) + 1
+    stats = asdict(miner.stats)
+    summary = {"records": len(rows), "with_keyword": sum(row["keyword"] is not None for row in rows),
+               "verdicts": verdicts, **stats}
+    if config.mode == "validate":
+        summary["own_keyword_differs"] = sum(row["own_differs"] for row in rows)
+    if prices:
+        input_price, output_price = prices
+        summary["estimated_cost_usd"] = round(
+            (stats["prompt_tokens"] * input_price + stats["completion_tokens"] * output_price) / 1e6, 6)
+    return summary
+
+
+def _config_used(config: MineKeywordsConfig, backend, cache_folder) -> dict:
+    used = {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()}
+    used.update(backend_resolved=backend.name, model_resolved=backend.model,
+                cache_dir=str(cache_folder) if cache_folder else None)
+    return used  # holds the name of the key's variable, never the key
+
+
+def _print_summary(console: Console, rows, summary: dict, mode: str, report_path: Path, out: Path | None) -> None:
+    table = Table(title=f"keyseg mine-keywords {mode}", box=box.SIMPLE_HEAD)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("records", str(summary["records"]))
+    for verdict, count in sorted(summary["verdicts"].items()):
+        table.add_row(f"verdict: {verdict}", str(count))
+    if "own_keyword_differs" in summary:
+        table.add_row("own keyword differs", str(summary["own_keyword_differs"]))
+    for key in ("calls", "cache_hits", "retries", "failures", "prompt_tokens", "completion_tokens"):
+        table.add_row(key.replace("_", " "), str(summary[key]))
+    if "estimated_cost_usd" in summary:
+        table.add_row("estimated cost (US$)", f"{summary['estimated_cost_usd']:.4f}")
+    console.print(table)
+    flagged = [row for row in rows if row["verdict"] != "ok"]
+    if flagged:
+        detail = Table(title=f"flagged records ({len(flagged)})", box=box.SIMPLE_HEAD)
+        for column in ("index", "keyword", "verdict", "reason"):
+            detail.add_column(column, overflow="fold", no_wrap=column != "reason")
+        for row in flagged[:40]:
+            detail.add_row(str(row["index"]), str(row["keyword"]), row["verdict"], row["reason"])
+        console.print(detail)
+        if len(flagged) > 40:
+            console.print(f"... and {len(flagged) - 40} more in the report")
+    console.print(f"report: {report_path}" + (f"\nkeywords: {out}" if out else ""))
+
+
+def write_batch_file(path: Path, records: list[KeywordRecord], backend, cache: AnswerCache) -> int:
+    """OpenAI Batch API input: one chat request per record not answered yet."""
+    if not hasattr(backend, "request_body"):
+        raise ValueError("--batch-file needs the openai backend (--model NAME)")
+    lines = []
+    for record in records:
+        key = request_key(backend, record, None)
+        if cache.get(key) is None:
+            lines.append({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
+                          "body": backend.request_body(record.query, record.outputs)})
+    atomic_write_jsonl(path, lines)
+    return len(lines)
+
+
+def ingest_batch_results(path: Path, cache: AnswerCache) -> int:
+    """Store Batch API output lines (custom_id = our cache key) as cached answers."""
+    ingested = 0
+    for line in read_jsonl(path):
+        response = line.get("response") or {}
+        body = response.get("body") or {}
+        choices = body.get("choices") or []
+        if response.get("status_code") != 200 or not choices or not line.get("custom_id"):
+            continue
+        usage = body.get("usage") or {}
+        cache.put(line["custom_id"], {"content": choices[0]["message"]["content"],
+                                      "prompt_tokens": usage.get("prompt_tokens", 0),
+                                      "completion_tokens": usage.get("completion_tokens", 0)})
+        ingested += 1
+    return ingested
