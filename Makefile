@@ -10,6 +10,7 @@ PIP_ENV := PIP_CONSTRAINT=$(CURDIR)/constraints.txt
 DEMO_DIR      := runs/demo
 DEMO_DATA     := $(DEMO_DIR)/data
 DEMO_PREPARED := $(DEMO_DIR)/prepared
+DEMO_SHARDS   := shards/demo
 
 .PHONY: setup test demo bench clean-demo
 
@@ -28,10 +29,14 @@ demo: setup
 	$(BIN)/keyseg demo-data $(DEMO_DATA)
 	$(BIN)/keyseg prepare --data-dir $(DEMO_DATA) --out $(DEMO_PREPARED) --visualize 4
 	$(BIN)/keyseg mine-keywords generate $(DEMO_DATA)/reason_seg/ReasonSeg/explanatory/train.json --backend heuristic
+	$(BIN)/keyseg shard --prepared $(DEMO_PREPARED) --out $(DEMO_SHARDS) \
+		--keywords $(DEMO_DATA)/reason_seg/ReasonSeg/explanatory_key/keyword_outputs.json
+	$(BIN)/keyseg shards verify $(DEMO_SHARDS)
+	$(BIN)/keyseg shards stats $(DEMO_SHARDS)
 
 bench: setup
 	$(BIN)/python benchmarks/bench_prepare.py
 	$(BIN)/python benchmarks/bench_keywords.py
 
 clean-demo:
-	rm -rf $(DEMO_DIR)
+	rm -rf $(DEMO_DIR) $(DEMO_SHARDS)

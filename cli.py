@@ -164,5 +164,83 @@ def mine_keywords_validate(
                    fix=fix, price_per_mtok=price_per_mtok, show_progress=progress)
 
 
+@app.command()
+def shard(
+    prepared: Path = typer.Option(..., "--prepared", help="Output folder of keyseg prepare."),
+    out: Path = typer.Option(..., "--out", help="Shard set folder, e.g. shards/NAME."),
+    keywords: Optional[Path] = typer.Option(None, help="keyword_outputs.json for ReasonSeg train (default: the data dir's ReasonSeg/explanatory_key/keyword_outputs.json when present)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where the images are (default: the data dir recorded by prepare)."),
+    split: Optional[list[str]] = typer.Option(None, "--split", help="Only this SOURCE:SPLIT (repeatable), e.g. reasonseg:val. Default: every prepared split."),
+    maxcount: int = typer.Option(10000, min=1, help="Samples per shard at most."),
+    maxsize: int = typer.Option(300_000_000, min=1, help="Bytes per shard, about (a shard closes once it passes this)."),
+    seed: int = typer.Option(0, help="Seed of the write-time shuffle; same inputs and seed give byte-identical shards."),
+    workers: int = typer.Option(0, min=0, help="Worker processes; 0 means one per core."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Write prepared images, masks (as COCO RLE), texts and keywords into WebDataset shards plus index.json."""
+    from pipelines import shard as stage
+
+    config = stage.ShardConfig(prepared=prepared, out=out, keywords=keywords, data_dir=data_dir,
+                               splits=list(split or []), maxcount=maxcount, maxsize=maxsize, seed=seed,
+                               workers=workers, show_progress=progress)
+    try:
+        result = stage.run(config, console=console)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    if result.errors:
+        raise typer.Exit(1)
+
+
+shards_app = typer.Typer(help="Inspect shard sets: verify, stats, unpack.", no_args_is_help=True)
+app.add_typer(shards_app, name="shards")
+
+
+@shards_app.command("verify")
+def shards_verify(
+    shards: Path = typer.Argument(..., help="Shard set folder (with index.json)."),
+    decode_images: bool = typer.Option(True, help="Decode every image fully with OpenCV (else header only)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Re-hash every shard, decode every sample; report corrupt or truncated shards and bad samples (exit 1)."""
+    from pipelines import shards_verify as stage
+
+    try:
+        result = stage.run(stage.VerifyConfig(shards=shards, decode_images=decode_images, show_progress=progress),
+                           console=console)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    if result.problems:
+        raise typer.Exit(1)
+
+
+@shards_app.command("stats")
+def shards_stats(
+    shards: Path = typer.Argument(..., help="Shard set folder (with index.json)."),
+    picture: bool = typer.Option(True, help="Write stats.png (histograms of image sizes and mask areas)."),
+) -> None:
+    """Counts, sizes, targets per image and keyword coverage; writes stats.json and stats.png."""
+    from pipelines import shards_stats as stage
+
+    try:
+        stage.run(stage.StatsConfig(shards=shards, picture=picture), console=console)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+
+
+@shards_app.command("unpack")
+def shards_unpack(
+    shard_file: Path = typer.Argument(..., help="One .tar shard."),
+    out: Path = typer.Argument(..., help="Folder to extract its members into."),
+) -> None:
+    """Extract a shard's files for inspection; member names that could escape OUT are refused."""
+    from keyseg.shards.tario import UnsafeMemberError, unpack_shard
+
+    try:
+        written = unpack_shard(shard_file, out)
+    except (UnsafeMemberError, OSError) as error:
+        _fail(f"{shard_file}: {error}")
+    console.print(f"{len(written)} files written to {out}")
+
+
 if __name__ == "__main__":
     app()

@@ -79,3 +79,14 @@ def test_demo_data_then_prepare(tmp_path):
     assert mined.returncode == 0, mined.stderr
     by_image = {record["image"]: record["keyword"] for record in keywords}
     assert {record["image"]: record["keyword"] for record in json.loads(from_manifest.read_text())} == by_image
+
+    shards = tmp_path / "shards" / "demo"
+    sharded = keyseg("shard", "--prepared", str(out), "--out", str(shards), "--workers", "2")
+    assert sharded.returncode == 0, sharded.stderr
+    verified = keyseg("shards", "verify", str(shards), "--no-progress")
+    assert verified.returncode == 0, verified.stderr
+    stats = keyseg("shards", "stats", str(shards))
+    assert stats.returncode == 0 and (shards / "stats.png").is_file()
+    index = json.loads((shards / "index.json").read_text())
+    assert index["splits"]["reasonseg:train"]["targets_with_keyword"] == 8
+    assert index["totals"]["samples"] == 16 + 16

@@ -119,7 +119,9 @@ def _files_text(folder):
 
 
 def test_killed_run_resumes_to_the_same_output_and_the_key_never_leaks(explanatory, tmp_path):
-    with FakeOpenAIServer(responder=keyword_responder(), latency=0.2) as server:
+    # 12 records, 2 in flight, 0.3 s each: about 1.8 s of work per run, so a signal sent
+    # after 2 or 3 requests arrived always lands mid-run.
+    with FakeOpenAIServer(responder=keyword_responder(), latency=0.3) as server:
         (tmp_path / "ref").mkdir()
         result, reference = generate(explanatory, server, tmp_path / "ref", cache="ref-cache")
         assert result.exit_code == 0
@@ -130,7 +132,7 @@ def test_killed_run_resumes_to_the_same_output_and_the_key_never_leaks(explanato
                    "--api-key-env", "KEYSEG_TEST_KEY"]
         env = {**os.environ, "KEYSEG_TEST_KEY": SECRET}
         logs = []
-        for kill_signal, after in ((signal.SIGINT, 3), (signal.SIGKILL, 7)):
+        for kill_signal, after in ((signal.SIGINT, 2), (signal.SIGKILL, 3)):
             started = server.completion_requests
             process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             deadline = time.monotonic() + 60

@@ -1,0 +1,1 @@
+"""WebDataset shards: the sample format, a deterministic tar writer, readers and checks."""

@@ -1,0 +1,175 @@
+"""Deterministic tar shards in, safe tar members out.
+
+Writing: members in a fixed order with fixed metadata (mtime 0, uid/gid 0, no user
+names, mode 0444), so the same samples give byte-identical shards; each shard is written
+under a temporary name and renamed when complete, so a shard that exists is whole.
+
+Reading: member names come from files we may not have written. A name is accepted
+only if it is a plain `<key>.<ext>` file name: no folder, no `..`, not absolute, no
+links or devices. Nothing read from a shard can reach outside the folder it is
+unpacked into.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+MEMBER_NAME = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_+-]*\.[A-Za-z0-9_.]+$")
+
+
+class UnsafeMemberError(ValueError):
+    """A tar member whose name or type could escape the folder it is unpacked into."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: Path
+    samples: int
+    bytes: int
+    sha256: str
+
+
+class _HashingWriter:
+    """A write-only file that hashes and counts what passes through."""
+
+    def __init__(self, handle: BinaryIO):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.handle.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def _member(name: str, data: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o444
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+class ShardWriter:
+    """Writes samples into `pattern % index` tar files of at most `maxcount` samples and
+    about `maxsize` bytes (a shard closes once it reaches either)."""
+
+    def __init__(self, pattern: str | Path, maxcount: int, maxsize: int):
+        if maxcount < 1 or maxsize < 1:
+            raise ValueError("maxcount and maxsize must be positive")
+        self.pattern = str(pattern)
+        self.maxcount, self.maxsize = maxcount, maxsize
+        self.shards: list[ShardInfo] = []
+        self._tar = self._file = self._writer = None
+        self._count = 0
+        self._path: Path | None = None
+
+    def _open(self) -> None:
+        self._path = Path(self.pattern % len(self.shards))
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self._temp_path(self._path), "wb")
+        self._writer = _HashingWriter(self._file)
+        self._tar = tarfile.open(fileobj=self._writer, mode="w|", format=tarfile.USTAR_FORMAT)
+        self._count = 0
+
+    @staticmethod
+    def _temp_path(path: Path) -> Path:
+        return path.with_name(f".{path.name}.tmp")
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        """One sample: `members` maps extension -> bytes, written in sorted extension order."""
+        if "." in key or "/" in key or not MEMBER_NAME.match(f"{key}.x"):
+            raise ValueError(f"sample key {key!r} must be a plain name without dots")
+        if self._tar is None:
+            self._open()
+        for extension in sorted(members):
+            data = members[extension]
+            self._tar.addfile(_member(f"{key}.{extension}", data), io.BytesIO(data))
+        self._count += 1
+        if self._count >= self.maxcount or self._writer.size >= self.maxsize:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._temp_path(self._path), self._path)
+        self.shards.append(ShardInfo(self._path, self._count, self._writer.size, self._writer.digest.hexdigest()))
+        self._tar = self._file = self._writer = None
+
+    def close(self) -> list[ShardInfo]:
+        if self._tar is not None:
+            self._finish()
+        return self.shards
+
+    def abort(self) -> None:
+        """Drop the shard being written (on error or Ctrl-C): no partial file remains."""
+        if self._file is not None:
+            self._file.close()
+            self._temp_path(self._path).unlink(missing_ok=True)
+            self._tar = self._file = self._writer = None
+
+
+def check_member(info: tarfile.TarInfo) -> str:
+    """The member's name if it is a plain file named `<key>.<ext>`, else UnsafeMemberError."""
+    name = info.name
+    if not info.isfile():
+        raise UnsafeMemberError(f"member {name!r} is not a regular file (type {info.type!r})")
+    if "/" in name or "\\" in name or name.startswith(".") or ".." in name.split("/") or not MEMBER_NAME.match(name):
+        raise UnsafeMemberError(f"member name {name!r} is not a plain <key>.<ext> file name")
+    return name
+
+
+def iter_members(fileobj: BinaryIO) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of each member of a tar stream, names checked by `check_member`."""
+    with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+        for info in tar:
+            name = check_member(info)
+            handle = tar.extractfile(info)
+            yield name, handle.read() if handle else b""
+
+
+def iter_samples(fileobj: BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) per sample; members of one sample are adjacent."""
+    key, members = None, {}
+    for name, data in iter_members(fileobj):
+        member_key, extension = name.split(".", 1)
+        if member_key != key and key is not None:
+            yield key, members
+            members = {}
+        key = member_key
+        members[extension] = data
+    if key is not None:
+        yield key, members
+
+
+def unpack_shard(shard: Path, out: Path) -> list[Path]:
+    """Extract a shard's members into `out`, refusing any unsafe member before writing it."""
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with open(shard, "rb") as handle:
+        for name, data in iter_members(handle):
+            target = (out / name).resolve()
+            if target.parent != out:  # belt and braces: check_member already refused this
+                raise UnsafeMemberError(f"member {name!r} would land outside {out}")
+            from keyseg.io import atomic_write_bytes
+
+            atomic_write_bytes(target, data)
+            written.append(target)
+    return written
