@@ -242,5 +242,62 @@ def shards_unpack(
     console.print(f"{len(written)} files written to {out}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def train(
+    ctx: typer.Context,
+    config: str = typer.Option("tiny", help="Built-in config name (tiny, keyseg-7b) or a YAML file."),
+    shards: Optional[Path] = typer.Option(None, help="Shard set folder with index.json (from keyseg shard). Not needed with --dry-run."),
+    out: Path = typer.Option(Path("runs/train"), help="Run folder: checkpoints, TensorBoard logs, metrics, config."),
+    max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many optimizer steps."),
+    resume: Optional[str] = typer.Option(None, help="auto (the latest checkpoint in OUT, if any) or a checkpoint tag folder."),
+    gpus: int = typer.Option(0, min=0, help="Launch this many processes with torchrun (0: run in this process, e.g. under your own launcher)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve the config, build the model on the meta device, count parameters, print the DeepSpeed config; no weights or data."),
+    progress: bool = typer.Option(True, help="Show a progress bar (rank 0)."),
+) -> None:
+    """Train KeySeg with DeepSpeed on streamed shards. Extra arguments KEY=VALUE override the config
+    (e.g. optim.lr=1e-4 model.fusion=none data.workers=4); unknown keys are errors listing the valid ones."""
+    from keyseg.training.config import ConfigError, load_train_config
+    from pipelines import train as stage
+
+    overrides = list(ctx.args)
+    try:
+        train_config = load_train_config(config, overrides)
+    except ConfigError as error:
+        _fail(str(error))
+    if gpus:
+        import subprocess
+        import sys
+
+        from keyseg.training.launch import torchrun_command
+
+        command = torchrun_command(gpus, sys.argv[1:])
+        raise typer.Exit(subprocess.call(command))
+    if not dry_run and shards is None:
+        _fail("--shards is required (a folder written by keyseg shard)")
+    run = stage.TrainRun(config=train_config, shards=shards or Path("."), out=out, max_steps=max_steps,
+                         resume=resume, dry_run=dry_run, show_progress=progress)
+    try:
+        result = stage.run(run, console=console)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    if not dry_run and os.environ.get("RANK", "0") == "0":
+        console.print(f"trained {result.steps} steps: {result.samples_per_second:.1f} images/s, "
+                      f"data wait {100 * result.data_wait_fraction:.0f}%, best val gIoU {result.best_giou}")
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="A training run folder (its latest checkpoint), its checkpoints/ folder, or one tag folder (e.g. OUT/checkpoints/best)."),
+    out: Path = typer.Argument(..., help="Folder for the exported model (safetensors + tokenizer + configs + provenance)."),
+) -> None:
+    """Consolidate ZeRO shards, merge LoRA, and write a self-describing model folder."""
+    from pipelines import export as stage
+
+    try:
+        stage.run(stage.ExportConfig(checkpoint=checkpoint, out=out), console=console)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+
+
 if __name__ == "__main__":
     app()

@@ -16,6 +16,7 @@ exist), so an interrupted or repeated run redoes only what changed.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import time
@@ -28,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from keyseg.formats.refer import ReferError
-from keyseg.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl, sha256_bytes
+from keyseg.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from keyseg.sources.reasonseg import EXPLANATORY_FILE, discover_reasonseg, load_explanatory
 from keyseg.sources.records import Issue, record_id
 from keyseg.sources.refer import group_refer_items, load_refer_dataset
@@ -212,8 +213,6 @@ def _run_split(split, tasks, issues, out, pool, progress) -> tuple[SplitStats, l
 
 
 def _json_line(record: dict) -> str:
-    import json
-
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 

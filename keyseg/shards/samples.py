@@ -12,7 +12,9 @@ Sample layout (WebDataset: members `<key>.jpg` and `<key>.json`; keys have no do
 RLE is COCO's compressed run-length encoding ({"size": [h, w], "counts": str}), lossless:
 the target region (value 1) and the ignore region (value 255) each get their own, and
 `decode_mask` gives back the prepared 0/1/255 mask exactly. Every sample has the same
-fields (nulls where empty) so Hugging Face `datasets` infers one schema.
+fields (nulls where empty). Hugging Face `datasets` infers its schema from the first few
+samples, so a load that mixes sources (ReasonSeg's null `ann_id`, refCOCO's integers)
+should pass `features=hf_features()`; a single source loads without it.
 """
 
 from __future__ import annotations
@@ -76,3 +78,20 @@ def build_sample_json(record: dict, masks: list[np.ndarray], keywords: list[str 
 def sample_json_bytes(sample: dict) -> bytes:
     # Sorted keys and no whitespace: the same sample always gives the same bytes.
     return json.dumps(sample, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def hf_features():
+    """The Hugging Face `datasets` schema of a shard sample (`load_dataset("webdataset",
+    ..., features=hf_features())`), so sources with nulls in different fields load together."""
+    import datasets
+    from datasets import Value
+
+    rle = {"size": datasets.List(Value("int64")), "counts": Value("string")}
+    target = {"texts": datasets.List(Value("string")), "is_sentence": Value("bool"), "keyword": Value("string"),
+              "explanatory": Value("string"), "explanatory_query": Value("string"), "ann_id": Value("int64"),
+              "ref_id": Value("int64"), "mask": {"target": rle, "ignore": rle}}
+    document = {"id": Value("string"), "source": Value("string"), "split": Value("string"),
+                "image": Value("string"), "width": Value("int64"), "height": Value("int64"),
+                "targets": datasets.List(target)}
+    return datasets.Features({"jpg": datasets.Image(), "json": document, "__key__": Value("string"),
+                              "__url__": Value("string")})

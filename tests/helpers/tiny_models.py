@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 
 def build_word_tokenizer(texts: list[str]):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from keyseg.training.tokenizer import word_level_tokenizer
 
-    words = sorted({word for text in texts for word in re.findall(r"\w+|[^\w\s]", text.lower())})
-    vocab = {token: index for index, token in enumerate(["[PAD]", "[UNK]", "[EOS]", *words])}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    core.normalizer = __import__("tokenizers").normalizers.Lowercase()
-    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]")
+    return word_level_tokenizer(texts)
 
 
 def save_tiny_causal_lm(folder: Path, texts: list[str]) -> Path:

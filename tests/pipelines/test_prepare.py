@@ -4,7 +4,6 @@ import pickle
 
 import cv2
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from cli import app

@@ -1,0 +1,49 @@
+"""Model-ready KeySeg samples from WebDataset shards.
+
+    transforms    SAM (longest side L, padded) and CLIP (shortest side S, centre crop) inputs
+    conversation  question/answer templates, [SEG] answers, KeySeg's [KEY] keyword
+    samples       one shard sample -> tensors, masks and texts (train: random queries)
+    loader        shard URLs (index, braces, http, s3, pipe), train/eval pipelines, collate
+"""
+
+from keyseg.data.conversation import ConversationConfig, eval_pair, explanatory_pair, train_pair
+from keyseg.data.loader import (
+    KeySegLoader,
+    KeySegPipeline,
+    LoaderStats,
+    SkippedSample,
+    collate,
+    make_eval_pipeline,
+    make_loader,
+    make_train_pipeline,
+    register_url_schemes,
+    resolve_shards,
+)
+from keyseg.data.samples import CorruptSampleError, SampleConfig, SampleDecoder, decode_sample
+from keyseg.data.transforms import ClipInput, SamInput, clip_input, decode_rgb, sam_input
+
+__all__ = [
+    "ClipInput",
+    "ConversationConfig",
+    "CorruptSampleError",
+    "KeySegLoader",
+    "KeySegPipeline",
+    "LoaderStats",
+    "SamInput",
+    "SampleConfig",
+    "SampleDecoder",
+    "SkippedSample",
+    "clip_input",
+    "collate",
+    "decode_rgb",
+    "decode_sample",
+    "eval_pair",
+    "explanatory_pair",
+    "make_eval_pipeline",
+    "make_loader",
+    "make_train_pipeline",
+    "register_url_schemes",
+    "resolve_shards",
+    "sam_input",
+    "train_pair",
+]

@@ -1,0 +1,48 @@
+"""Build a model for a training run's checkpoint, merge LoRA, and load exported folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def build_for_checkpoint(run_dir: Path):
+    """(model, tokenizer) shaped exactly like the run's model (LoRA wrapping included)."""
+    from keyseg.model import KeySegConfig, KeySegModel
+    from keyseg.model.params import apply_lora
+    from keyseg.training.tokenizer import load_tokenizer
+
+    config = KeySegConfig.from_dict(json.loads((Path(run_dir) / "model_config.json").read_text()))
+    tokenizer = load_tokenizer(Path(run_dir) / "tokenizer")
+    model = KeySegModel.from_config(config, tokenizer)
+    model = apply_lora(model, config) or model
+    return model, tokenizer
+
+
+def merge_lora(model):
+    """Fold LoRA adapters into the LM weights; the config then says lora_r = 0."""
+    from peft import PeftModel
+
+    if isinstance(model.llm, PeftModel):
+        model.llm = model.llm.merge_and_unload()
+    model.config.lora_r = 0
+    return model
+
+
+def load_pretrained(folder: str | Path, device: str = "cpu"):
+    """(model, tokenizer) from a folder written by `keyseg export`; every weight must match."""
+    from safetensors.torch import load_file
+
+    from keyseg.model import KeySegConfig, KeySegModel
+    from keyseg.training.tokenizer import load_tokenizer
+
+    folder = Path(folder)
+    config = KeySegConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    tokenizer = load_tokenizer(folder / "tokenizer")
+    model = KeySegModel.from_config(config, tokenizer)
+    state = load_file(str(folder / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{folder}: {len(missing)} missing weights (e.g. {missing[:3]}), "
+                         f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    return model.to(device).eval(), tokenizer

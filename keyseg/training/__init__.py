@@ -1,0 +1,1 @@
+"""Training: configs, DeepSpeed settings, batches for the model, checkpoints."""

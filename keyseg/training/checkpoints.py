@@ -1,0 +1,88 @@
+"""DeepSpeed checkpoints with our training state, `--resume auto`, and pruning.
+
+Layout under OUT/checkpoints: one folder per tag (`step_00000040`, `best`), DeepSpeed's
+`latest` file naming the newest step tag, and in every tag folder `train_state.json`
+(step, epoch, micro-batch in epoch, best gIoU, epochs without improvement) and the RNG
+states, so a resumed run continues exactly where the interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from keyseg.io import atomic_write_json
+
+STEP_PREFIX = "step_"
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state().tolist(), "numpy": _numpy_state(), "python": _python_state()}
+
+
+def _numpy_state() -> list:
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), position, has_gauss, cached]
+
+
+def _python_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def step_tag(step: int) -> str:
+    return f"{STEP_PREFIX}{step:08d}"
+
+
+def save(engine, folder: Path, tag: str, train_state: dict, rank: int) -> None:
+    """Every rank calls this (ZeRO shards are per rank); rank 0 writes our side files."""
+    engine.save_checkpoint(str(folder), tag=tag, client_state={"train_state": train_state},
+                           save_latest=tag.startswith(STEP_PREFIX))
+    # Each rank draws its own random numbers (dropout, sampling): each saves its own state.
+    atomic_write_json(folder / tag / f"rng_rank{rank}.json", rng_state())
+    if rank == 0:
+        atomic_write_json(folder / tag / "train_state.json", train_state)
+
+
+def latest_tag(folder: Path) -> str | None:
+    latest = folder / "latest"
+    if not latest.is_file():
+        return None
+    tag = latest.read_text().strip()
+    return tag if (folder / tag).is_dir() else None
+
+
+def load(engine, folder: Path, tag: str, rank: int) -> dict:
+    """Model, optimizer, scheduler, this rank's RNG; returns the training state."""
+    _, client_state = engine.load_checkpoint(str(folder), tag=tag, load_optimizer_states=True,
+                                             load_lr_scheduler_states=True)
+    if client_state is None or "train_state" not in client_state:
+        raise FileNotFoundError(f"{folder / tag}: not a keyseg training checkpoint (no train_state)")
+    rng_file = folder / tag / f"rng_rank{rank}.json"
+    if rng_file.is_file():
+        restore_rng(json.loads(rng_file.read_text()))
+    return client_state["train_state"]
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Drop the oldest step checkpoints beyond `keep` (the `best` folder is never pruned)."""
+    steps = sorted(path for path in folder.glob(f"{STEP_PREFIX}*") if path.is_dir())
+    for path in steps[:-keep] if keep > 0 else []:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def read_train_state(tag_dir: Path) -> dict:
+    return json.loads((tag_dir / "train_state.json").read_text())

@@ -1,0 +1,159 @@
+"""Training configs: YAML files in keyseg/training/configs, overridable with key=value.
+
+`load_train_config("tiny", ["optim.lr=1e-3", "model.fusion=none"])` reads the named file
+(or a path), applies dotted overrides (values parsed as YAML scalars), and refuses any
+key it does not know, listing the valid ones. The resolved config is saved with every
+checkpoint, so a run can always be reproduced from its outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    train: list = field(default_factory=lambda: [{"split": "refcoco:train", "weight": 9.0},
+                                                 {"split": "reasonseg:train", "weight": 3.0}])  # SOURCE:SPLIT + weight
+    val: str | None = "reasonseg:val"  # validated every epoch; None: no validation
+    num_queries: int = 3  # queries per image
+    explanatory: float = 0.1  # probability of the explanatory answer for ReasonSeg train
+    workers: int = 2  # loader processes per rank
+    max_length: int = 512  # tokens per conversation (after the image placeholder)
+    val_batch_size: int = 1
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.0
+    warmup_steps: int = 100  # linear warm-up, then linear decay to 0 at the last step
+    epochs: int = 20
+    steps_per_epoch: int = 200  # optimizer steps per epoch per rank
+    micro_batch: int = 2  # images per rank per forward
+    grad_accum: int = 10
+    grad_clip: float = 1.0
+
+
+@dataclass
+class InitConfig:
+    """Where weights come from; all empty: random init (tiny models only)."""
+
+    lisa: str | None = None  # LISA/KeySeg-format checkpoint (file or sharded folder)
+    llava: str | None = None  # HF LLaVA-1.5 folder
+    llm: str | None = None  # causal LM folder
+    vision: str | None = None  # CLIP vision folder (LISA exports do not contain it)
+    sam: str | None = None  # transformers SamModel folder or sam_vit_h_4b8939.pth
+    tokenizer: str | None = None  # tokenizer folder; None: a word-level tokenizer built from the shards
+
+
+@dataclass
+class TrainConfig:
+    model: dict = field(default_factory=dict)  # KeySegConfig fields (keyseg.model.config)
+    model_preset: str = "tiny"  # "tiny" or "keyseg-7b": KeySegConfig defaults before `model` applies
+    init: InitConfig = field(default_factory=InitConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    zero_stage: int = 2
+    precision: str = "bf16"  # bf16 | fp16 | fp32
+    seed: int = 0
+    checkpoint_every: int = 200  # optimizer steps; a checkpoint is also written at the end
+    keep_checkpoints: int = 2  # step checkpoints kept (the best one is kept apart)
+    patience: int = 5  # epochs without a better val gIoU before stopping; 0: never stop early
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _valid_keys(cls, prefix: str = "") -> list[str]:
+    keys = []
+    for item in dataclasses.fields(cls):
+        name = f"{prefix}{item.name}"
+        kind = item.default_factory if item.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(kind):
+            keys += _valid_keys(kind, f"{name}.")
+        elif item.name == "model":
+            keys.append(f"{name}.<KeySegConfig field>")
+        else:
+            keys.append(name)
+    return keys
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _apply(config, key: str, value, full_key: str):
+    head, _, rest = key.partition(".")
+    names = {item.name for item in dataclasses.fields(config)}
+    if head not in names:
+        raise ConfigError(f"unknown config key {full_key!r}; valid keys: {', '.join(_valid_keys(TrainConfig))}")
+    current = getattr(config, head)
+    if rest:
+        if isinstance(current, dict):  # model.<field>: checked against KeySegConfig when the model is built
+            current[rest] = value
+            return
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"{full_key!r}: {head} has no sub-keys")
+        _apply(current, rest, value, full_key)
+    elif dataclasses.is_dataclass(current):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{full_key!r} needs a mapping")
+        for sub_key, sub_value in value.items():
+            _apply(current, sub_key, sub_value, f"{full_key}.{sub_key}")
+    elif head == "model" and isinstance(value, dict):
+        current.update(value)
+    else:
+        setattr(config, head, _coerce(current, value, full_key))
+
+
+def _coerce(current, value, full_key: str):
+    """YAML reads `2e-3` as a string (no dot): convert to the field's type where clear."""
+    if isinstance(current, bool) or current is None or value is None:
+        return value
+    if isinstance(current, (int, float)) and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        try:
+            return type(current)(value) if not (isinstance(current, int) and isinstance(value, float)) else value
+        except ValueError:
+            raise ConfigError(f"{full_key!r}: {value!r} is not a {type(current).__name__}") from None
+    return value
+
+
+def resolve_config_path(name_or_file: str) -> Path:
+    path = Path(name_or_file)
+    if path.is_file():
+        return path
+    named = CONFIG_DIR / f"{name_or_file}.yaml"
+    if named.is_file():
+        return named
+    known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"no config file {name_or_file!r} and no built-in config of that name (built-in: {known})")
+
+
+def load_train_config(name_or_file: str, overrides: list[str] | None = None) -> TrainConfig:
+    document = yaml.safe_load(resolve_config_path(name_or_file).read_text()) or {}
+    config = TrainConfig()
+    for key, value in document.items():
+        _apply(config, key, value, key)
+    for override in overrides or []:
+        key, sep, raw = override.partition("=")
+        if not sep:
+            raise ConfigError(f"override {override!r} must look like key=value")
+        _apply(config, key.strip(), yaml.safe_load(raw), key.strip())
+    if config.precision not in ("bf16", "fp16", "fp32"):
+        raise ConfigError(f"precision {config.precision!r}: choose bf16, fp16 or fp32")
+    return config
+
+
+def train_config_from_dict(document: dict) -> TrainConfig:
+    config = TrainConfig()
+    for key, value in document.items():
+        _apply(config, key, value, key)
+    return config

@@ -1,0 +1,52 @@
+"""DeepSpeed settings from a TrainConfig, and process-group set-up that also works for a
+plain `python -m cli train` (one process, no launcher)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from keyseg.training.config import TrainConfig
+
+
+def ensure_single_process_env() -> None:
+    """Without a launcher there is no RANK/WORLD_SIZE: describe a world of one."""
+    if "WORLD_SIZE" in os.environ:
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def rank_and_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def total_steps(config: TrainConfig) -> int:
+    return config.optim.epochs * config.optim.steps_per_epoch
+
+
+def deepspeed_config(config: TrainConfig, on_cpu: bool) -> dict:
+    """The DeepSpeed JSON this run uses (printed by --dry-run, saved with checkpoints)."""
+    optim = config.optim
+    return {
+        "train_micro_batch_size_per_gpu": optim.micro_batch,
+        "gradient_accumulation_steps": optim.grad_accum,
+        "gradient_clipping": optim.grad_clip,
+        "steps_per_print": 10**9,  # progress is ours
+        "zero_optimization": {"stage": config.zero_stage, "contiguous_gradients": True, "overlap_comm": not on_cpu},
+        "bf16": {"enabled": config.precision == "bf16"},
+        "fp16": {"enabled": config.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "optimizer": {
+            "type": "AdamW",
+            # torch's AdamW on CPU; DeepSpeed's fused kernel needs a GPU.
+            "params": {"lr": optim.lr, "betas": list(optim.betas), "weight_decay": optim.weight_decay,
+                       "torch_adam": on_cpu},
+        },
+        "scheduler": {
+            "type": "WarmupDecayLR",
+            "params": {"total_num_steps": max(total_steps(config), optim.warmup_steps + 1), "warmup_min_lr": 0.0,
+                       "warmup_max_lr": optim.lr, "warmup_num_steps": optim.warmup_steps, "warmup_type": "linear"},
+        },
+    }

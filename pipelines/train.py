@@ -1,0 +1,195 @@
+"""`keyseg train`: stream shards into the DeepSpeed KeySeg trainer.
+
+One process per GPU (or one CPU process), launched plainly, by `deepspeed`, by torchrun,
+or by `keyseg train --gpus N` (which runs torchrun). Outputs under OUT:
+
+    OUT/train_config.json      the resolved config (also inside every checkpoint)
+    OUT/deepspeed_config.json  what DeepSpeed was given
+    OUT/tokenizer/             the tokenizer (built from the shards for tiny models)
+    OUT/model_config.json      KeySegConfig with the token ids
+    OUT/checkpoints/<tag>/     DeepSpeed checkpoints: step_XXXXXXXX every N steps and at
+                               the end, best (by val gIoU); `latest` names the newest step
+    OUT/tensorboard/           loss components, lr, samples/s, data wait, val gIoU/cIoU
+    OUT/metrics.jsonl          one line per optimizer step and per validation
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from keyseg.io import atomic_write_json
+from keyseg.training.config import TrainConfig
+from keyseg.training.engine import deepspeed_config, ensure_single_process_env, rank_and_world
+
+
+@dataclass
+class TrainRun:
+    config: TrainConfig
+    shards: Path  # shard set folder with index.json
+    out: Path
+    max_steps: int | None = None  # stop after this many optimizer steps (for tests, smoke runs)
+    resume: str | None = None  # "auto", a checkpoint tag folder, or None
+    dry_run: bool = False  # resolve, build on the meta device, count, print; no weights, no data
+    show_progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    epochs: int = 0
+    losses: list[float] = field(default_factory=list)  # total loss per optimizer step (rank 0)
+    val: list[dict] = field(default_factory=list)  # per validation: {"epoch", "giou", "ciou", "count"}
+    samples_per_second: float = 0.0
+    data_wait_fraction: float = 0.0
+    best_giou: float | None = None
+
+
+def _model_config(run: TrainRun, tokenizer):
+    from keyseg.model import KeySegConfig
+
+    preset = run.config.model_preset
+    if preset == "tiny":
+        base = KeySegConfig.tiny(vocab_size=len(tokenizer))
+    elif preset in ("keyseg-7b", "lisa-7b"):
+        base = KeySegConfig.lisa_7b()
+    else:
+        raise ValueError(f"unknown model_preset {preset!r}: choose tiny or keyseg-7b")
+    values = {**base.to_dict(), **run.config.model}
+    unknown = set(run.config.model) - set(base.to_dict())
+    if unknown:
+        raise ValueError(f"unknown model key(s) {', '.join(sorted(unknown))}; "
+                         f"valid: {', '.join(sorted(base.to_dict()))}")
+    if run.config.precision == "bf16":
+        values["dtype"] = "bfloat16"
+    elif run.config.precision == "fp16":
+        values["dtype"] = "float16"
+    return KeySegConfig.from_dict(values)
+
+
+def _tokenizer(run: TrainRun, split_shards: dict[str, list[Path]]):
+    from keyseg.data.conversation import ConversationConfig
+    from keyseg.model.tokens import SYSTEM_PROMPT
+    from keyseg.training.tokenizer import load_tokenizer, shard_texts, word_level_tokenizer
+
+    init = run.config.init
+    if init.tokenizer or init.lisa or init.llava or init.llm:
+        return load_tokenizer(init.tokenizer or init.lisa or init.llava or init.llm)
+    saved = run.out / "tokenizer"
+    if saved.is_dir():  # resuming: the vocabulary must not change under the checkpoint
+        return load_tokenizer(saved)
+    conversation = ConversationConfig()
+    texts = [SYSTEM_PROMPT, "USER: ASSISTANT:", *conversation.phrase_questions, *conversation.sentence_questions,
+             *conversation.answers, *conversation.explanatory_answers, conversation.eval_answer]
+    for paths in split_shards.values():
+        texts += shard_texts(paths)
+    return word_level_tokenizer(texts)
+
+
+def _split_shards(shards: Path, names: list[str]) -> dict[str, list[Path]]:
+    index = json.loads((shards / "index.json").read_text())
+    found = {}
+    for name in names:
+        if name not in index["splits"]:
+            raise FileNotFoundError(f"{shards}/index.json has no split {name!r} "
+                                    f"(has: {', '.join(index['splits'])})")
+        found[name] = [shards / entry["path"] for entry in index["splits"][name]["shards"]]
+    return found
+
+
+def build_model(run: TrainRun, tokenizer, console: Console):
+    from keyseg.model import KeySegModel
+    from keyseg.model.params import apply_lora, apply_trainability, print_parameter_table
+
+    model_config = _model_config(run, tokenizer)
+    model = KeySegModel.from_config(model_config, tokenizer)
+    init = run.config.init
+    if init.lisa or init.llava or init.llm or init.vision or init.sam:
+        from keyseg.model import loading
+
+        if init.lisa:
+            report = loading.from_lisa(init.lisa, model, vision=init.vision)
+        else:
+            report = loading.from_parts(model, llm=init.llm, vision=init.vision, sam=init.sam, llava=init.llava)
+        console.print(report.format())
+    apply_trainability(model, model.config)
+    model = apply_lora(model, model.config) or model
+    if model.config.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    print_parameter_table(model, console)
+    return model
+
+
+def dry_run(run: TrainRun, console: Console) -> dict:
+    """Resolve the config, build the model on the meta device, count parameters, print DeepSpeed's config."""
+    from keyseg.model import KeySegModel
+    from keyseg.model.params import apply_lora, apply_trainability, print_parameter_table
+    from keyseg.training.tokenizer import word_level_tokenizer
+
+    tokenizer = word_level_tokenizer(["a b"]) if run.config.model_preset == "tiny" and not run.config.init.tokenizer \
+        else None
+    model_config = _model_config(run, tokenizer) if tokenizer is not None else _model_config_without_tokenizer(run)
+    with torch.device("meta"):
+        model = KeySegModel(model_config)
+    apply_trainability(model, model_config)
+    model = apply_lora(model, model_config) or model
+    print_parameter_table(model, console)
+    ds = deepspeed_config(run.config, on_cpu=not torch.cuda.is_available())
+    console.print_json(json.dumps({"train_config": run.config.to_dict(), "deepspeed": ds}))
+    return ds
+
+
+def _model_config_without_tokenizer(run: TrainRun):
+    from keyseg.model import KeySegConfig
+
+    values = {**KeySegConfig.lisa_7b().to_dict(), **run.config.model}
+    return KeySegConfig.from_dict(values)
+
+
+def run(run: TrainRun, console: Console | None = None) -> TrainResult:
+    console = console or Console(stderr=True)
+    if run.dry_run:
+        dry_run(run, console)
+        return TrainResult()
+    ensure_single_process_env()
+    import deepspeed
+
+    rank, world = rank_and_world()
+    torch.manual_seed(run.config.seed + rank)
+    config = run.config
+    out, shards = Path(run.out), Path(run.shards)
+    train_names = [source["split"] for source in config.data.train]
+    split_shards = _split_shards(shards, train_names + ([config.data.val] if config.data.val else []))
+    tokenizer = _tokenizer(run, split_shards)
+    model = build_model(run, tokenizer, console if rank == 0 else Console(quiet=True))
+    on_cpu = not torch.cuda.is_available()
+    ds_config = deepspeed_config(config, on_cpu)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "train_config.json", config.to_dict())
+        atomic_write_json(out / "deepspeed_config.json", ds_config)
+        atomic_write_json(out / "model_config.json", model.config.to_dict() if hasattr(model, "config")
+                          else model.base_model.model.config.to_dict())
+        tokenizer.save_pretrained(out / "tokenizer")
+        _save_provenance(shards, out)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
+
+    from keyseg.training.loop import Trainer
+
+    trainer = Trainer(run=run, engine=engine, tokenizer=tokenizer, split_shards=split_shards,
+                      rank=rank, world=world, console=console)
+    return trainer.fit()
+
+
+def _save_provenance(shards: Path, out: Path) -> None:
+    index = json.loads((shards / "index.json").read_text())
+    atomic_write_json(out / "data_provenance.json", {
+        "shards": str(shards.resolve()), "inputs": index.get("inputs"),
+        "splits": {name: {"samples": split["samples"], "shards": [s["sha256"] for s in split["shards"]]}
+                   for name, split in index["splits"].items()},
+    })
