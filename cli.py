@@ -299,5 +299,57 @@ def export(
         _fail(str(error))
 
 
+@app.command()
+def evaluate(
+    shards: Path = typer.Option(..., help="Shard set folder with index.json."),
+    split: list[str] = typer.Option(..., "--split", help="SOURCE:SPLIT to evaluate, repeatable (e.g. reasonseg:val, refcoco:testA)."),
+    out: Path = typer.Option(..., help="Output folder: metrics.json, metrics.md, per_sample.jsonl, gallery/."),
+    model: Optional[Path] = typer.Option(None, help="An exported model folder or a training run/checkpoint."),
+    predictions: Optional[Path] = typer.Option(None, help="Folder of <sample key>_<target index>.png masks (values > 0 = foreground) to score instead of a model."),
+    missing_as_empty: bool = typer.Option(False, "--missing-as-empty", help="With --predictions: count a missing PNG as an empty mask instead of failing."),
+    generate: bool = typer.Option(False, "--generate", help="Free generation instead of the reference teacher-forced answer \"[SEG]. [KEY].\"."),
+    batch_size: int = typer.Option(4, min=1, help="Images per forward."),
+    visualize: int = typer.Option(0, min=0, help="Gallery of the K worst and K best queries (gallery/index.html)."),
+    gpus: int = typer.Option(0, min=0, help="Evaluate with this many processes (torchrun); each sample exactly once."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """gIoU / cIoU by the LISA protocol for a model, or for any model's predicted masks."""
+    from pipelines import evaluate as stage
+
+    if gpus:
+        import subprocess
+        import sys
+
+        from keyseg.training.launch import torchrun_command
+
+        raise typer.Exit(subprocess.call(torchrun_command(gpus, sys.argv[1:])))
+    config = stage.EvaluateConfig(shards=shards, splits=list(split), out=out, model=model, predictions=predictions,
+                                  missing_as_empty=missing_as_empty, generate=generate, batch_size=batch_size,
+                                  visualize=visualize, show_progress=progress)
+    try:
+        stage.run(config, console=console)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error), code=1)
+
+
+@app.command()
+def predict(
+    model: Path = typer.Option(..., help="An exported model folder or a training run/checkpoint."),
+    image: Optional[Path] = typer.Option(None, help="Image file."),
+    query: Optional[str] = typer.Option(None, help="What to segment, a phrase or a question."),
+    batch: Optional[Path] = typer.Option(None, help="JSONL file of {\"image\": path, \"query\": text} lines instead of --image/--query."),
+    out: Path = typer.Option(Path("predictions"), help="Folder for <id>_mask.png, <id>_overlay.png and predictions.jsonl."),
+    generate: bool = typer.Option(True, help="Generate the answer freely (else the teacher-forced \"[SEG]. [KEY].\")."),
+) -> None:
+    """Segment what a query asks for in an image; print the answer and keyword; write mask and overlay PNGs."""
+    from pipelines import predict as stage
+
+    try:
+        stage.run(stage.PredictConfig(model=model, out=out, image=image, query=query, batch=batch, generate=generate),
+                  console=console)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+
+
 if __name__ == "__main__":
     app()

@@ -16,28 +16,13 @@ from pathlib import Path
 from rich.console import Console
 
 from keyseg.io import atomic_write_json
-from keyseg.training import checkpoints
+from keyseg.training.checkpoints import resolve_checkpoint
 
 
 @dataclass
 class ExportConfig:
     checkpoint: Path  # run folder, its checkpoints/ folder, or one tag folder
     out: Path
-
-
-def resolve_checkpoint(path: Path) -> tuple[Path, str, Path]:
-    """(checkpoints folder, tag, run folder) for any of the accepted paths."""
-    path = Path(path)
-    if (path / "checkpoints").is_dir():
-        path = path / "checkpoints"
-    if (path / "latest").is_file() or any(path.glob(f"{checkpoints.STEP_PREFIX}*")):
-        tag = checkpoints.latest_tag(path)
-        if tag is None:
-            raise FileNotFoundError(f"{path}: no `latest` checkpoint")
-        return path, tag, path.parent
-    if (path / "train_state.json").is_file():
-        return path.parent, path.name, path.parent.parent
-    raise FileNotFoundError(f"{path}: not a keyseg run, checkpoints folder or checkpoint tag folder")
 
 
 def run(config: ExportConfig, console: Console | None = None) -> Path:

@@ -11,6 +11,7 @@ or by `keyseg train --gpus N` (which runs torchrun). Outputs under OUT:
                                the end, best (by val gIoU); `latest` names the newest step
     OUT/tensorboard/           loss components, lr, samples/s, data wait, val gIoU/cIoU
     OUT/metrics.jsonl          one line per optimizer step and per validation
+    OUT/export/                the best (else the last) checkpoint exported (keyseg export)
 """
 
 from __future__ import annotations
@@ -183,7 +184,15 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
 
     trainer = Trainer(run=run, engine=engine, tokenizer=tokenizer, split_shards=split_shards,
                       rank=rank, world=world, console=console)
-    return trainer.fit()
+    result = trainer.fit()
+    if config.export and rank == 0:
+        # Every rank has saved its ZeRO shards (fit ends with a barrier): consolidate them.
+        from pipelines import export
+
+        best = out / "checkpoints" / "best"
+        source = best if (best / "train_state.json").is_file() else out
+        export.run(export.ExportConfig(checkpoint=source, out=out / "export"), console=console)
+    return result
 
 
 def _save_provenance(shards: Path, out: Path) -> None:

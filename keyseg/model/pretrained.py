@@ -46,3 +46,31 @@ def load_pretrained(folder: str | Path, device: str = "cpu"):
         raise ValueError(f"{folder}: {len(missing)} missing weights (e.g. {missing[:3]}), "
                          f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
     return model.to(device).eval(), tokenizer
+
+
+def load_for_evaluation(path: str | Path, device: str = "cpu"):
+    """(model, tokenizer, provenance) from an exported folder, a training run folder (its
+    latest checkpoint), its checkpoints/ folder or one checkpoint tag folder."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
+        model, tokenizer = load_pretrained(path, device)
+        return model, tokenizer, _provenance(path)
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from keyseg.training.checkpoints import resolve_checkpoint
+
+    folder, tag, run_dir = resolve_checkpoint(path)
+    model, tokenizer = build_for_checkpoint(run_dir)
+    model.load_state_dict(get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag))
+    return model.to(device).eval(), tokenizer, _provenance(run_dir)
+
+
+def _provenance(folder: Path) -> dict:
+    """What the model was trained on: the training config's splits and the shard inputs."""
+    provenance = {}
+    if (folder / "train_config.json").is_file():
+        train = json.loads((folder / "train_config.json").read_text())
+        provenance["trained_on"] = [source["split"] for source in train.get("data", {}).get("train", [])]
+    if (folder / "data_provenance.json").is_file():
+        provenance["data"] = json.loads((folder / "data_provenance.json").read_text())
+    return provenance

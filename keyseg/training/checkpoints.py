@@ -86,3 +86,18 @@ def prune(folder: Path, keep: int) -> None:
 
 def read_train_state(tag_dir: Path) -> dict:
     return json.loads((tag_dir / "train_state.json").read_text())
+
+
+def resolve_checkpoint(path: Path) -> tuple[Path, str, Path]:
+    """(checkpoints folder, tag, run folder) for any of the accepted paths."""
+    path = Path(path)
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    if (path / "latest").is_file() or any(path.glob(f"{STEP_PREFIX}*")):
+        tag = latest_tag(path)
+        if tag is None:
+            raise FileNotFoundError(f"{path}: no `latest` checkpoint")
+        return path, tag, path.parent
+    if (path / "train_state.json").is_file():
+        return path.parent, path.name, path.parent.parent
+    raise FileNotFoundError(f"{path}: not a keyseg run, checkpoints folder or checkpoint tag folder")

@@ -67,6 +67,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # optimizer steps; a checkpoint is also written at the end
     keep_checkpoints: int = 2  # step checkpoints kept (the best one is kept apart)
     patience: int = 5  # epochs without a better val gIoU before stopping; 0: never stop early
+    export: bool = True  # write OUT/export (the best checkpoint, else the last) when training ends
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

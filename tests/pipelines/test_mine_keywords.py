@@ -132,16 +132,24 @@ def test_killed_run_resumes_to_the_same_output_and_the_key_never_leaks(explanato
                    "--api-key-env", "KEYSEG_TEST_KEY"]
         env = {**os.environ, "KEYSEG_TEST_KEY": SECRET}
         logs = []
-        for kill_signal, after in ((signal.SIGINT, 2), (signal.SIGKILL, 3)):
+        cache = tmp_path / "resumed-cache"
+        for kill_signal in (signal.SIGINT, signal.SIGKILL):
+            cached = len(list(cache.rglob("*.json"))) if cache.exists() else 0
+            remaining = len(RECORDS) - cached
+            assert remaining >= 4, f"the previous run stopped too late: {cached} answers cached"
+            # Signal once a third of the remaining requests have arrived: always mid-run.
+            after = max(1, remaining // 3)
             started = server.completion_requests
             process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            deadline = time.monotonic() + 60
-            while server.completion_requests < started + after and time.monotonic() < deadline:
-                time.sleep(0.02)
+            deadline = time.monotonic() + 120
+            while (server.completion_requests < started + after and process.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.01)
             process.send_signal(kill_signal)
             stdout, stderr = process.communicate(timeout=60)
             logs += [stdout, stderr]
-            assert process.returncode != 0
+            assert process.returncode != 0, (kill_signal, after, server.completion_requests - started,
+                                             stderr.decode()[-2000:])
             assert not out.exists()  # nothing half-written under the real name
         before_final = server.completion_requests
         final = subprocess.run(command, env=env, capture_output=True, timeout=120)

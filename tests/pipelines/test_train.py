@@ -44,6 +44,8 @@ def test_tiny_run_writes_everything_and_lowers_the_loss(full_run):
     for name in ("train_config.json", "deepspeed_config.json", "model_config.json", "data_provenance.json"):
         assert (out / name).is_file(), name
     assert (out / "tokenizer" / "tokenizer.json").is_file()
+    exported = json.loads((out / "export" / "export_info.json").read_text())
+    assert exported["tag"] == "best" and (out / "export" / "model.safetensors").is_file()
     curve = losses(out)
     assert sorted(curve) == list(range(1, 9))
     assert all(torch.isfinite(torch.tensor(value)) for value in curve.values())
