@@ -7,12 +7,20 @@ STAMP  := $(VENV)/.keyseg-installed
 # pip apply it inside build environments too (an unpinned torch is a multi-GB CUDA build).
 PIP_ENV := PIP_CONSTRAINT=$(CURDIR)/constraints.txt
 
-DEMO_DIR      := runs/demo
+# ---- the demo: every stage is a file target, so a second `make demo` skips what is
+# up to date and a changed input re-runs only what depends on it.
+DEMO_DIR      ?= runs/demo
+DEMO_SHARDS   ?= shards/demo
+DEMO_IMAGES   ?= 200
+DEMO_TRAIN_ARGS ?=
 DEMO_DATA     := $(DEMO_DIR)/data
 DEMO_PREPARED := $(DEMO_DIR)/prepared
-DEMO_SHARDS   := shards/demo
+DEMO_KEYWORDS := $(DEMO_DATA)/reason_seg/ReasonSeg/explanatory_key/keyword_outputs.json
+DEMO_TRAIN    := $(DEMO_DIR)/train
+DEMO_SPLITS   := --split reasonseg:val --split reasonseg:test
+TIMED          = $(BIN)/python -m pipelines.demo time $(1) $(DEMO_DIR)/times --
 
-.PHONY: setup test demo bench clean-demo
+.PHONY: setup test demo bench clean-demo reproduce reproduce-check
 
 setup: $(STAMP)
 
@@ -25,18 +33,81 @@ $(STAMP): pyproject.toml constraints.txt
 test: setup
 	$(BIN)/python -m pytest -q
 
-demo: setup
-	$(BIN)/keyseg demo-data $(DEMO_DATA)
-	$(BIN)/keyseg prepare --data-dir $(DEMO_DATA) --out $(DEMO_PREPARED) --visualize 4
-	$(BIN)/keyseg mine-keywords generate $(DEMO_DATA)/reason_seg/ReasonSeg/explanatory/train.json --backend heuristic
-	$(BIN)/keyseg shard --prepared $(DEMO_PREPARED) --out $(DEMO_SHARDS) \
-		--keywords $(DEMO_DATA)/reason_seg/ReasonSeg/explanatory_key/keyword_outputs.json
-	$(BIN)/keyseg shards verify $(DEMO_SHARDS)
+demo: setup $(DEMO_DIR)/summary.json
+
+$(DEMO_DATA)/demo_data_config.json: | $(STAMP)
+	$(call TIMED,demo-data) $(BIN)/keyseg demo-data $(DEMO_DATA) --images $(DEMO_IMAGES)
+
+$(DEMO_PREPARED)/prepare_stats.json: $(DEMO_DATA)/demo_data_config.json
+	$(call TIMED,prepare) $(BIN)/keyseg prepare --data-dir $(DEMO_DATA) --out $(DEMO_PREPARED) --visualize 4
+
+$(DEMO_KEYWORDS): $(DEMO_DATA)/demo_data_config.json
+	$(call TIMED,mine-keywords) $(BIN)/keyseg mine-keywords generate \
+		$(DEMO_DATA)/reason_seg/ReasonSeg/explanatory/train.json --backend heuristic --out $@
+
+$(DEMO_SHARDS)/index.json: $(DEMO_PREPARED)/prepare_stats.json $(DEMO_KEYWORDS)
+	$(call TIMED,shard) $(BIN)/keyseg shard --prepared $(DEMO_PREPARED) --out $(DEMO_SHARDS) --keywords $(DEMO_KEYWORDS)
+	$(call TIMED,verify) $(BIN)/keyseg shards verify $(DEMO_SHARDS)
 	$(BIN)/keyseg shards stats $(DEMO_SHARDS)
+
+$(DEMO_DIR)/untrained/export/config.json: $(DEMO_SHARDS)/index.json
+	$(BIN)/keyseg train --config demo --shards $(DEMO_SHARDS) --out $(DEMO_DIR)/untrained --max-steps 0 $(DEMO_TRAIN_ARGS)
+
+$(DEMO_DIR)/eval_before/metrics.json: $(DEMO_DIR)/untrained/export/config.json
+	$(call TIMED,evaluate-before) $(BIN)/keyseg evaluate --shards $(DEMO_SHARDS) $(DEMO_SPLITS) \
+		--model $(DEMO_DIR)/untrained/export --out $(DEMO_DIR)/eval_before
+
+$(DEMO_TRAIN)/export/config.json: $(DEMO_SHARDS)/index.json
+	rm -rf $(DEMO_TRAIN)
+	$(call TIMED,train) $(BIN)/keyseg train --config demo --shards $(DEMO_SHARDS) --out $(DEMO_TRAIN) $(DEMO_TRAIN_ARGS)
+
+$(DEMO_DIR)/eval_after/metrics.json: $(DEMO_TRAIN)/export/config.json
+	$(call TIMED,evaluate-after) $(BIN)/keyseg evaluate --shards $(DEMO_SHARDS) $(DEMO_SPLITS) \
+		--model $(DEMO_TRAIN)/export --out $(DEMO_DIR)/eval_after --visualize 6
+
+$(DEMO_DIR)/summary.json: $(DEMO_DIR)/eval_before/metrics.json $(DEMO_DIR)/eval_after/metrics.json
+	$(BIN)/python -m pipelines.demo summary $(DEMO_DIR)
+
+clean-demo:
+	rm -rf $(DEMO_DIR) $(DEMO_SHARDS)
 
 bench: setup
 	$(BIN)/python benchmarks/bench_prepare.py
 	$(BIN)/python benchmarks/bench_keywords.py
+	$(BIN)/python benchmarks/bench_loader.py
 
-clean-demo:
-	rm -rf $(DEMO_DIR) $(DEMO_SHARDS)
+# ---- the KeySeg recipe on real data and weights (GPU machines). `make reproduce-check`
+# validates every path first: DATA_DIR with reason_seg/ and refer_seg/ (reference layouts),
+# LISA_CKPT (LISA-7B-v1 folder), CLIP_DIR (clip-vit-large-patch14), optional SAM_CKPT,
+# LLM_BASE_URL + LLM_MODEL (keyword mining; without them the published file is validated).
+DATA_DIR     ?=
+LISA_CKPT    ?=
+CLIP_DIR     ?=
+SAM_CKPT     ?=
+LLM_BASE_URL ?=
+LLM_MODEL    ?=
+GPUS         ?= 8
+REPRO_DIR    ?= runs/reproduce
+REPRO_SHARDS ?= shards/keyseg
+REPRO_KEYWORDS := $(REPRO_DIR)/keyword_outputs.json
+
+reproduce-check: setup
+	$(BIN)/python -m pipelines.reproduce_check "$(DATA_DIR)" "$(LISA_CKPT)" "$(CLIP_DIR)" "$(SAM_CKPT)" "$(GPUS)" "$(LLM_BASE_URL)" "$(LLM_MODEL)"
+
+reproduce: reproduce-check
+	$(BIN)/keyseg prepare --data-dir $(DATA_DIR) --out $(REPRO_DIR)/prepared
+ifneq ($(LLM_MODEL),)
+	$(BIN)/keyseg mine-keywords generate $(DATA_DIR)/reason_seg/ReasonSeg/explanatory/train.json \
+		--base-url $(LLM_BASE_URL) --model $(LLM_MODEL) --out $(REPRO_KEYWORDS)
+else
+	$(BIN)/keyseg mine-keywords validate $(DATA_DIR)/reason_seg/ReasonSeg/explanatory_key/keyword_outputs.json \
+		--fix $(REPRO_KEYWORDS)
+endif
+	$(BIN)/keyseg shard --prepared $(REPRO_DIR)/prepared --out $(REPRO_SHARDS) --keywords $(REPRO_KEYWORDS)
+	$(BIN)/keyseg shards verify $(REPRO_SHARDS)
+	$(BIN)/keyseg train --config keyseg-7b --shards $(REPRO_SHARDS) --out $(REPRO_DIR)/train --gpus $(GPUS) \
+		--resume auto init.lisa=$(LISA_CKPT) init.vision=$(CLIP_DIR) $(if $(SAM_CKPT),init.sam=$(SAM_CKPT),)
+	$(BIN)/keyseg evaluate --shards $(REPRO_SHARDS) --split reasonseg:val --split reasonseg:test \
+		--split refcoco:val --split refcoco:testA --split refcoco:testB --split refcoco+:val \
+		--split refcoco+:testA --split refcoco+:testB --split refcocog:val --split refcocog:test \
+		--model $(REPRO_DIR)/train/export --out $(REPRO_DIR)/eval --gpus $(GPUS) --visualize 20

@@ -248,7 +248,7 @@ def train(
     config: str = typer.Option("tiny", help="Built-in config name (tiny, keyseg-7b) or a YAML file."),
     shards: Optional[Path] = typer.Option(None, help="Shard set folder with index.json (from keyseg shard). Not needed with --dry-run."),
     out: Path = typer.Option(Path("runs/train"), help="Run folder: checkpoints, TensorBoard logs, metrics, config."),
-    max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many optimizer steps."),
+    max_steps: Optional[int] = typer.Option(None, min=0, help="Stop after this many optimizer steps (0: save and export the initial model, an untrained baseline)."),
     resume: Optional[str] = typer.Option(None, help="auto (the latest checkpoint in OUT, if any) or a checkpoint tag folder."),
     gpus: int = typer.Option(0, min=0, help="Launch this many processes with torchrun (0: run in this process, e.g. under your own launcher)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve the config, build the model on the meta device, count parameters, print the DeepSpeed config; no weights or data."),

@@ -27,7 +27,7 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 COLORS: tuple[str, ...] = tuple(PALETTE)
 
 # Circumradius as a fraction of min(width, height).
-SIZE_FACTORS: dict[str, float] = {"small": 0.08, "large": 0.16}
+SIZE_FACTORS: dict[str, float] = {"small": 0.11, "large": 0.2}
 SIZES: tuple[str, ...] = tuple(SIZE_FACTORS)
 PLACEMENT_TRIES = 300
 MARGIN = 4.0

@@ -77,7 +77,8 @@ class Trainer:
         loader = self._train_loader()
         max_steps = self.run.max_steps
         total = self.config.optim.epochs * self.config.optim.steps_per_epoch
-        target = min(total, max_steps) if max_steps else total
+        # max_steps 0 saves (and exports) the initial model: the untrained baseline.
+        target = min(total, max_steps) if max_steps is not None else total
         progress = self._progress()
         started, waited, samples, micro_total = time.perf_counter(), 0.0, 0, 0
         with progress:

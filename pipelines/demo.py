@@ -1,0 +1,110 @@
+"""Helpers of `make demo`: time each stage, then print and save the final summary.
+
+    python -m pipelines.demo time STAGE TIMES_DIR -- command ...   run a stage, record its seconds
+    python -m pipelines.demo summary DEMO_DIR                       the final table + summary.json
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from keyseg.io import atomic_write_json
+
+STAGE_ORDER = ("demo-data", "prepare", "mine-keywords", "shard", "verify", "evaluate-before", "train",
+               "evaluate-after")
+
+
+def time_stage(stage: str, times_dir: Path, command: list[str]) -> int:
+    started = time.perf_counter()
+    status = subprocess.call(command)
+    if status == 0:  # a failed stage keeps no time: make runs it again
+        atomic_write_json(Path(times_dir) / f"{stage}.json", {"stage": stage,
+                                                            "seconds": round(time.perf_counter() - started, 2)})
+    return status
+
+
+@dataclass
+class SummaryConfig:
+    demo_dir: Path  # runs/demo: times/, eval_before/, eval_after/, train/
+    splits: tuple[str, ...] = ("reasonseg:val", "reasonseg:test")
+
+
+def _scores(metrics_file: Path, splits) -> dict:
+    if not metrics_file.is_file():
+        return {}
+    metrics = json.loads(metrics_file.read_text())
+    return {split: {"giou": metrics[split]["giou"], "ciou": metrics[split]["ciou"]} for split in splits
+            if split in metrics}
+
+
+def run(config: SummaryConfig, console: Console | None = None) -> dict:
+    console = console or Console()
+    demo = Path(config.demo_dir)
+    stages = {}
+    for path in sorted((demo / "times").glob("*.json")):
+        record = json.loads(path.read_text())
+        stages[record["stage"]] = record["seconds"]
+    stages = {name: stages[name] for name in STAGE_ORDER if name in stages} | stages
+    before = _scores(demo / "eval_before" / "metrics.json", config.splits)
+    after = _scores(demo / "eval_after" / "metrics.json", config.splits)
+    keyword_match = None
+    if (demo / "eval_after" / "metrics.json").is_file():
+        metrics = json.loads((demo / "eval_after" / "metrics.json").read_text())
+        rates = {split: (metrics[split].get("keywords") or {}).get("match_rate") for split in metrics}
+        keyword_match = {split: rate for split, rate in rates.items() if rate is not None} or None
+    train_summary = demo / "train" / "train_summary.json"
+    training = json.loads(train_summary.read_text()) if train_summary.is_file() else {}
+    summary = {"stages": stages, "before": before, "after": after, "keyword_match": keyword_match,
+               "training": {key: training.get(key) for key in ("steps", "samples_per_second", "data_wait_fraction",
+                                                               "best_giou")},
+               "outputs": {"data": str(demo / "data"), "prepared": str(demo / "prepared"),
+                           "train": str(demo / "train"), "model": str(demo / "train" / "export"),
+                           "gallery": str(demo / "eval_after" / "gallery" / "index.html")}}
+    atomic_write_json(demo / "summary.json", summary)
+
+    scores = Table(title="keyseg demo: before and after training", box=box.SIMPLE_HEAD)
+    for column in ("split", "gIoU before", "gIoU after", "cIoU before", "cIoU after"):
+        scores.add_column(column, justify="left" if column == "split" else "right")
+    for split in config.splits:
+        b, a = before.get(split, {}), after.get(split, {})
+        scores.add_row(split, *(f"{100 * d[m]:.1f}" if m in d else "-" for m, d in
+                                (("giou", b), ("giou", a), ("ciou", b), ("ciou", a))))
+    console.print(scores)
+    times = Table(title="wall time per stage", box=box.SIMPLE_HEAD)
+    times.add_column("stage")
+    times.add_column("seconds", justify="right")
+    for stage, seconds in stages.items():
+        times.add_row(stage, f"{seconds:.1f}")
+    times.add_row("total", f"{sum(stages.values()):.1f}")
+    console.print(times)
+    if keyword_match:
+        console.print("keyword match after training: " + ", ".join(f"{s} {100 * r:.0f}%" for s, r in
+                                                                     keyword_match.items()))
+    for name, path in summary["outputs"].items():
+        console.print(f"{name:>9}: {path}")
+    console.print(f"  summary: {demo / 'summary.json'}")
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 4 and argv[0] == "time" and "--" in argv:
+        split = argv.index("--")
+        return time_stage(argv[1], Path(argv[2]), argv[split + 1:])
+    if len(argv) == 2 and argv[0] == "summary":
+        run(SummaryConfig(demo_dir=Path(argv[1])))
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
