@@ -11,7 +11,7 @@ PIP_ENV := PIP_CONSTRAINT=$(CURDIR)/constraints.txt
 # up to date and a changed input re-runs only what depends on it.
 DEMO_DIR      ?= runs/demo
 DEMO_SHARDS   ?= shards/demo
-DEMO_IMAGES   ?= 200
+DEMO_IMAGES   ?= 400
 DEMO_TRAIN_ARGS ?=
 DEMO_DATA     := $(DEMO_DIR)/data
 DEMO_PREPARED := $(DEMO_DIR)/prepared
