@@ -106,7 +106,7 @@ def triptych(image_rgb: np.ndarray, target: np.ndarray, prediction: np.ndarray, 
     # The outline goes on both mask panels: on the prediction it shows misses and spill-over
     # at a glance; on the ground truth it keeps thin targets visible.
     for panel in (truth_panel, predicted_panel):
-        cv2.polylines(panel, outlines, True, OUTLINE_RGB, 1, cv2.LINE_AA, shift=_SHIFT_BITS)
+        _draw_outlines(panel, outlines)
 
     panels = [base.astype(np.uint8), truth_panel, predicted_panel]
     for panel, label in zip(panels, ("image", "ground truth", "prediction")):
@@ -174,6 +174,25 @@ def _scaled_outlines(region: np.ndarray, size: tuple[int, int]) -> list[np.ndarr
         points = (contour.reshape(-1, 2) + 0.5) * scale - 0.5
         outlines.append(np.round(points * (1 << _SHIFT_BITS)).astype(np.int32).reshape(-1, 1, 2))
     return outlines
+
+
+MIN_OUTLINE_EXTENT = 3  # panel pixels; smaller targets get a ring instead of an outline
+MARKER_RADIUS = 5
+
+
+def _draw_outlines(panel: np.ndarray, outlines: list[np.ndarray]) -> None:
+    """Draw target outlines; a target shrunk to a few pixels gets a ring around it instead.
+
+    A 2 x 2 target in a 4000-pixel photo scales to a fraction of a pixel, which an
+    anti-aliased line renders as nearly nothing, yet tiny targets are where models fail.
+    """
+    for outline in outlines:
+        points = outline.reshape(-1, 2) / (1 << _SHIFT_BITS)
+        if np.ptp(points, axis=0).max() < MIN_OUTLINE_EXTENT:
+            centre = tuple(int(v) for v in np.round(points.mean(axis=0)))
+            cv2.circle(panel, centre, MARKER_RADIUS, OUTLINE_RGB, 1, cv2.LINE_AA)
+        else:
+            cv2.polylines(panel, [outline], True, OUTLINE_RGB, 1, cv2.LINE_AA, shift=_SHIFT_BITS)
 
 
 def _label(panel: np.ndarray, text: str) -> None:
