@@ -141,7 +141,10 @@ def test_killed_run_resumes_to_the_same_output_and_the_key_never_leaks(explanato
         env = {**os.environ, "KEYSEG_TEST_KEY": SECRET}
         logs = []
         for kill_signal, after in ((signal.SIGINT, 3), (signal.SIGKILL, 3)):
-            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored
+            # SIGINT ignored: give the child the default, as a terminal's Ctrl-C would find it.
+            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             kill.update(pid=process.pid, at=kill["seen"] + after, signal=kill_signal)
             stdout, stderr = process.communicate(timeout=120)
             kill["pid"] = None
