@@ -27,6 +27,17 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _run_stage(stage, config):
+    """Run a stage: bad arguments exit 2 with the message, failed records exit 1."""
+    try:
+        result = stage.run(config, console=console)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    if getattr(result, "errors", None):
+        raise typer.Exit(1)
+    return result
+
+
 @app.command("demo-data")
 def demo_data(
     out: Path = typer.Argument(..., help="Folder to write the demo data set into (reason_seg/ and refer_seg/)."),
@@ -77,12 +88,7 @@ def prepare(
         data_dir=data_dir, out=out, sources=list(source or []), workers=workers or (os.cpu_count() or 1),
         strict=strict, visualize=visualize, decode_images=decode_images, show_progress=progress,
     )
-    try:
-        result = stage.run(config, console=console)
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
-    if result.errors:
-        raise typer.Exit(1)
+    _run_stage(stage, config)
 
 
 mine_keywords_app = typer.Typer(
@@ -183,12 +189,7 @@ def shard(
     config = stage.ShardConfig(prepared=prepared, out=out, keywords=keywords, data_dir=data_dir,
                                splits=list(split or []), maxcount=maxcount, maxsize=maxsize, seed=seed,
                                workers=workers, show_progress=progress)
-    try:
-        result = stage.run(config, console=console)
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
-    if result.errors:
-        raise typer.Exit(1)
+    _run_stage(stage, config)
 
 
 shards_app = typer.Typer(help="Inspect shard sets: verify, stats, unpack.", no_args_is_help=True)

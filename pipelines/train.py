@@ -50,12 +50,13 @@ class TrainResult:
     best_giou: float | None = None
 
 
-def _model_config(run: TrainRun, tokenizer):
+def _model_config(run: TrainRun, vocab_size: int):
+    """The preset's KeySegConfig with the run's `model.*` overrides and precision."""
     from keyseg.model import KeySegConfig
 
     preset = run.config.model_preset
     if preset == "tiny":
-        base = KeySegConfig.tiny(vocab_size=len(tokenizer))
+        base = KeySegConfig.tiny(vocab_size=vocab_size)
     elif preset in ("keyseg-7b", "lisa-7b"):
         base = KeySegConfig.lisa_7b()
     else:
@@ -106,7 +107,7 @@ def build_model(run: TrainRun, tokenizer, console: Console):
     from keyseg.model import KeySegModel
     from keyseg.model.params import apply_lora, apply_trainability, print_parameter_table
 
-    model_config = _model_config(run, tokenizer)
+    model_config = _model_config(run, len(tokenizer))
     model = KeySegModel.from_config(model_config, tokenizer)
     init = run.config.init
     if init.lisa or init.llava or init.llm or init.vision or init.sam:
@@ -129,11 +130,10 @@ def dry_run(run: TrainRun, console: Console) -> dict:
     """Resolve the config, build the model on the meta device, count parameters, print DeepSpeed's config."""
     from keyseg.model import KeySegModel
     from keyseg.model.params import apply_lora, apply_trainability, print_parameter_table
-    from keyseg.training.tokenizer import word_level_tokenizer
 
-    tokenizer = word_level_tokenizer(["a b"]) if run.config.model_preset == "tiny" and not run.config.init.tokenizer \
-        else None
-    model_config = _model_config(run, tokenizer) if tokenizer is not None else _model_config_without_tokenizer(run)
+    # The tiny vocabulary comes from the shards, which a dry run does not read: any small
+    # size shows the parameter counts (the published presets fix their own vocabulary).
+    model_config = _model_config(run, vocab_size=128)
     with torch.device("meta"):
         model = KeySegModel(model_config)
     apply_trainability(model, model_config)
@@ -142,13 +142,6 @@ def dry_run(run: TrainRun, console: Console) -> dict:
     ds = deepspeed_config(run.config, on_cpu=not torch.cuda.is_available())
     console.print_json(json.dumps({"train_config": run.config.to_dict(), "deepspeed": ds}))
     return ds
-
-
-def _model_config_without_tokenizer(run: TrainRun):
-    from keyseg.model import KeySegConfig
-
-    values = {**KeySegConfig.lisa_7b().to_dict(), **run.config.model}
-    return KeySegConfig.from_dict(values)
 
 
 def run(run: TrainRun, console: Console | None = None) -> TrainResult:
