@@ -17,6 +17,7 @@ DEMO_DATA     := $(DEMO_DIR)/data
 DEMO_PREPARED := $(DEMO_DIR)/prepared
 DEMO_KEYWORDS := $(DEMO_DATA)/reason_seg/ReasonSeg/explanatory_key/keyword_outputs.json
 DEMO_TRAIN    := $(DEMO_DIR)/train
+DEMO_CONFIG   := keyseg/training/configs/demo.yaml
 DEMO_SPLITS   := --split reasonseg:val --split reasonseg:test
 TIMED          = $(BIN)/python -m pipelines.demo time $(1) $(DEMO_DIR)/times --
 
@@ -50,14 +51,14 @@ $(DEMO_SHARDS)/index.json: $(DEMO_PREPARED)/prepare_stats.json $(DEMO_KEYWORDS)
 	$(call TIMED,verify) $(BIN)/keyseg shards verify $(DEMO_SHARDS)
 	$(BIN)/keyseg shards stats $(DEMO_SHARDS)
 
-$(DEMO_DIR)/untrained/export/config.json: $(DEMO_SHARDS)/index.json
+$(DEMO_DIR)/untrained/export/config.json: $(DEMO_SHARDS)/index.json $(DEMO_CONFIG)
 	$(BIN)/keyseg train --config demo --shards $(DEMO_SHARDS) --out $(DEMO_DIR)/untrained --max-steps 0 $(DEMO_TRAIN_ARGS)
 
 $(DEMO_DIR)/eval_before/metrics.json: $(DEMO_DIR)/untrained/export/config.json
 	$(call TIMED,evaluate-before) $(BIN)/keyseg evaluate --shards $(DEMO_SHARDS) $(DEMO_SPLITS) \
 		--model $(DEMO_DIR)/untrained/export --out $(DEMO_DIR)/eval_before
 
-$(DEMO_TRAIN)/export/config.json: $(DEMO_SHARDS)/index.json
+$(DEMO_TRAIN)/export/config.json: $(DEMO_SHARDS)/index.json $(DEMO_CONFIG)
 	rm -rf $(DEMO_TRAIN)
 	$(call TIMED,train) $(BIN)/keyseg train --config demo --shards $(DEMO_SHARDS) --out $(DEMO_TRAIN) $(DEMO_TRAIN_ARGS)
 

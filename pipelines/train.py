@@ -25,7 +25,7 @@ from rich.console import Console
 
 from keyseg.io import atomic_write_json
 from keyseg.training.config import TrainConfig
-from keyseg.training.engine import deepspeed_config, ensure_single_process_env, rank_and_world
+from keyseg.training.engine import deepspeed_config, ensure_single_process_env, parameter_groups, rank_and_world
 
 
 @dataclass
@@ -139,7 +139,9 @@ def dry_run(run: TrainRun, console: Console) -> dict:
     apply_trainability(model, model_config)
     model = apply_lora(model, model_config) or model
     print_parameter_table(model, console)
-    ds = deepspeed_config(run.config, on_cpu=not torch.cuda.is_available())
+    groups = parameter_groups(model.named_parameters(), run.config.optim.lr_scales)
+    ds = deepspeed_config(run.config, on_cpu=not torch.cuda.is_available(),
+                          group_scales=[group["lr_scale"] for group in groups])
     console.print_json(json.dumps({"train_config": run.config.to_dict(), "deepspeed": ds}))
     return ds
 
@@ -161,7 +163,8 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
     tokenizer = _tokenizer(run, split_shards)
     model = build_model(run, tokenizer, console if rank == 0 else Console(quiet=True))
     on_cpu = not torch.cuda.is_available()
-    ds_config = deepspeed_config(config, on_cpu)
+    groups = parameter_groups(model.named_parameters(), config.optim.lr_scales)
+    ds_config = deepspeed_config(config, on_cpu, group_scales=[group["lr_scale"] for group in groups])
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "train_config.json", config.to_dict())
@@ -170,8 +173,8 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
                           else model.base_model.model.config.to_dict())
         tokenizer.save_pretrained(out / "tokenizer")
         _save_provenance(shards, out)
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
+    param_groups = [{"params": group["params"]} for group in groups]
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups, config=ds_config)
 
     from keyseg.training.loop import Trainer
 

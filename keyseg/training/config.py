@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from keyseg.model.config import KeySegConfig
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
@@ -40,6 +42,10 @@ class OptimConfig:
     micro_batch: int = 2  # images per rank per forward
     grad_accum: int = 10
     grad_clip: float = 1.0
+    # Learning-rate multipliers by parameter-name prefix, e.g. {"sam.mask_decoder": 0.1}; the
+    # longest matching prefix wins, everything else uses `lr`. A prefix that matches no
+    # trainable parameter is an error (it is almost always a typo).
+    lr_scales: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -99,7 +105,7 @@ def _apply(config, key: str, value, full_key: str):
     current = getattr(config, head)
     if rest:
         if isinstance(current, dict):  # model.<field>: checked against KeySegConfig when the model is built
-            current[rest] = value
+            current[rest] = _coerce_model_field(rest, value, full_key) if head == "model" else value
             return
         if not dataclasses.is_dataclass(current):
             raise ConfigError(f"{full_key!r}: {head} has no sub-keys")
@@ -110,9 +116,15 @@ def _apply(config, key: str, value, full_key: str):
         for sub_key, sub_value in value.items():
             _apply(current, sub_key, sub_value, f"{full_key}.{sub_key}")
     elif head == "model" and isinstance(value, dict):
-        current.update(value)
+        current.update({name: _coerce_model_field(name, item, f"model.{name}") for name, item in value.items()})
     else:
         setattr(config, head, _coerce(current, value, full_key))
+
+
+def _coerce_model_field(name: str, value, full_key: str):
+    """A model.<field> value with the type of KeySegConfig's default (`model.ce_weight=1e-4`)."""
+    default = getattr(KeySegConfig(), name, None)
+    return _coerce(default, value, full_key) if isinstance(default, (int, float)) else value
 
 
 def _coerce(current, value, full_key: str):

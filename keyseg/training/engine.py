@@ -27,9 +27,36 @@ def total_steps(config: TrainConfig) -> int:
     return config.optim.epochs * config.optim.steps_per_epoch
 
 
-def deepspeed_config(config: TrainConfig, on_cpu: bool) -> dict:
-    """The DeepSpeed JSON this run uses (printed by --dry-run, saved with checkpoints)."""
+def parameter_groups(named_parameters, lr_scales: dict) -> list[dict]:
+    """Trainable parameters grouped by learning-rate scale: [{"params", "lr_scale"}, ...].
+
+    Each parameter takes the scale of the longest prefix of `lr_scales` its name starts
+    with (1.0 if none). Groups come in a fixed order (by scale) so checkpoints resume into
+    the same groups.
+    """
+    prefixes = sorted(lr_scales, key=len, reverse=True)
+    by_scale: dict[float, list] = {}
+    used = set()
+    for name, parameter in named_parameters:
+        if not parameter.requires_grad:
+            continue
+        prefix = next((p for p in prefixes if name == p or name.startswith(p + ".")), None)
+        used.add(prefix)
+        by_scale.setdefault(float(lr_scales[prefix]) if prefix else 1.0, []).append(parameter)
+    unused = sorted(set(prefixes) - used)
+    if unused:
+        raise ValueError(f"optim.lr_scales: no trainable parameter under {unused}")
+    return [{"params": by_scale[scale], "lr_scale": scale} for scale in sorted(by_scale)]
+
+
+def deepspeed_config(config: TrainConfig, on_cpu: bool, group_scales: list[float] | None = None) -> dict:
+    """The DeepSpeed JSON this run uses (printed by --dry-run, saved with checkpoints).
+
+    `group_scales`: the lr_scale of each parameter group (from `parameter_groups`); the
+    scheduler then warms each group up to its own peak learning rate.
+    """
     optim = config.optim
+    peak_lr = [optim.lr * scale for scale in group_scales] if group_scales and len(group_scales) > 1 else optim.lr
     return {
         "train_micro_batch_size_per_gpu": optim.micro_batch,
         "gradient_accumulation_steps": optim.grad_accum,
@@ -47,6 +74,6 @@ def deepspeed_config(config: TrainConfig, on_cpu: bool) -> dict:
         "scheduler": {
             "type": "WarmupDecayLR",
             "params": {"total_num_steps": max(total_steps(config), optim.warmup_steps + 1), "warmup_min_lr": 0.0,
-                       "warmup_max_lr": optim.lr, "warmup_num_steps": optim.warmup_steps, "warmup_type": "linear"},
+                       "warmup_max_lr": peak_lr, "warmup_num_steps": optim.warmup_steps, "warmup_type": "linear"},
         },
     }

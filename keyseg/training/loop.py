@@ -242,11 +242,15 @@ class Trainer:
         step = self.state["step"]
         for name, value in losses.items():
             self.writer.add_scalar(f"train/{name}", value, step)
-        lr = self.engine.get_lr()[0]
-        self.writer.add_scalar("train/lr", lr, step)
+        group_lrs = list(self.engine.get_lr())
+        self.writer.add_scalar("train/lr", group_lrs[0], step)
+        # With optim.lr_scales there is one group per scale (in deepspeed_config.json's order).
+        extra = {"group_lrs": group_lrs} if len(group_lrs) > 1 else {}
+        for index, value in enumerate(group_lrs[1:], start=1):
+            self.writer.add_scalar(f"train/lr_group{index}", value, step)
         self.writer.add_scalar("train/samples_per_second", speed, step)
         self.writer.add_scalar("train/data_wait_fraction", wait, step)
-        self._append_metrics({"step": step, "epoch": self.state["epoch"], "lr": lr, **losses,
+        self._append_metrics({"step": step, "epoch": self.state["epoch"], "lr": group_lrs[0], **extra, **losses,
                               "samples_per_second": speed, "data_wait_fraction": wait})
 
     def _append_metrics(self, record: dict) -> None:
