@@ -21,7 +21,7 @@ DEMO_CONFIG   := keyseg/training/configs/demo.yaml
 DEMO_SPLITS   := --split reasonseg:val --split reasonseg:test
 TIMED          = $(BIN)/python -m pipelines.demo time $(1) $(DEMO_DIR)/times --
 
-.PHONY: setup test demo bench clean-demo reproduce reproduce-check
+.PHONY: setup test demo bench clean-demo reproduce reproduce-check readme-pictures
 
 setup: $(STAMP)
 
@@ -68,6 +68,10 @@ $(DEMO_DIR)/eval_after/metrics.json: $(DEMO_TRAIN)/export/config.json
 
 $(DEMO_DIR)/summary.json: $(DEMO_DIR)/eval_before/metrics.json $(DEMO_DIR)/eval_after/metrics.json
 	$(BIN)/python -m pipelines.demo summary $(DEMO_DIR)
+
+# The README's pictures (docs/images/) from the last `make demo`.
+readme-pictures: demo
+	$(BIN)/python -m pipelines.demo pictures $(DEMO_DIR) $(DEMO_SHARDS) docs/images
 
 clean-demo:
 	rm -rf $(DEMO_DIR) $(DEMO_SHARDS)

@@ -2,10 +2,12 @@
 
     python -m pipelines.demo time STAGE TIMES_DIR -- command ...   run a stage, record its seconds
     python -m pipelines.demo summary DEMO_DIR                       the final table + summary.json
+    python -m pipelines.demo pictures DEMO_DIR SHARDS_DIR OUT_DIR   the README's pictures from a demo run
 """
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -95,12 +97,58 @@ def run(config: SummaryConfig, console: Console | None = None) -> dict:
     return summary
 
 
+def _stack(paths: list[Path], width: int):
+    """The images one above the other, each scaled to `width` (PIL, RGB)."""
+    from PIL import Image
+
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+        images.append(rgb.resize((width, round(rgb.height * width / rgb.width)), Image.Resampling.LANCZOS))
+    canvas = Image.new("RGB", (width, sum(image.height for image in images)), "white")
+    top = 0
+    for image in images:
+        canvas.paste(image, (0, top))
+        top += image.height
+    return canvas
+
+
+def pictures(demo_dir: Path, shards_dir: Path, out_dir: Path, gallery_rows: int = 3) -> list[Path]:
+    """Copy the pictures the README shows out of a finished demo run (deterministic picks:
+    the first overlays of `prepare --visualize`, the shard statistics, the first gallery rows)."""
+    from keyseg.io import atomic_write_bytes
+
+    overlays = sorted((Path(demo_dir) / "prepared").glob("*/train/overlays/*.png"))[:2]
+    gallery = sorted((Path(demo_dir) / "eval_after" / "gallery" / "images").glob("*.png"))[:gallery_rows]
+    stats = Path(shards_dir) / "stats.png"
+    missing = [name for name, found in (("prepare overlays", overlays), ("evaluation gallery", gallery),
+                                        ("shard stats", stats.is_file())) if not found]
+    if missing:
+        raise FileNotFoundError(f"run `make demo` first: no {', '.join(missing)} under {demo_dir} / {shards_dir}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, image in (("prepare_overlays.png", _stack(overlays, 480)), ("gallery.png", _stack(gallery, 900))):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        atomic_write_bytes(out_dir / name, buffer.getvalue())
+        written.append(out_dir / name)
+    atomic_write_bytes(out_dir / "shard_stats.png", stats.read_bytes())
+    written.append(out_dir / "shard_stats.png")
+    return written
+
+
 def main(argv: list[str]) -> int:
     if len(argv) >= 4 and argv[0] == "time" and "--" in argv:
         split = argv.index("--")
         return time_stage(argv[1], Path(argv[2]), argv[split + 1:])
     if len(argv) == 2 and argv[0] == "summary":
         run(SummaryConfig(demo_dir=Path(argv[1])))
+        return 0
+    if len(argv) == 4 and argv[0] == "pictures":
+        for path in pictures(Path(argv[1]), Path(argv[2]), Path(argv[3])):
+            print(path)
         return 0
     print(__doc__, file=sys.stderr)
     return 2
