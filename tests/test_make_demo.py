@@ -27,3 +27,13 @@ def test_make_demo_runs_every_stage_and_improves(tmp_path):
     # A second run finds everything up to date: make has nothing to do.
     again = subprocess.run(["make", "-C", str(ROOT), "-q", f"{demo}/summary.json", *variables], env=env)
     assert again.returncode == 0
+
+    # The README's pictures come out of this run: valid PNGs, the gallery 900 px wide.
+    from PIL import Image
+
+    from pipelines.demo import pictures
+
+    written = pictures(demo, shards, tmp_path / "pictures")
+    assert sorted(path.name for path in written) == ["gallery.png", "prepare_overlays.png", "shard_stats.png"]
+    with Image.open(tmp_path / "pictures" / "gallery.png") as gallery:
+        assert gallery.format == "PNG" and gallery.width == 900 and gallery.height > 300
