@@ -22,6 +22,8 @@ def test_make_demo_runs_every_stage_and_improves(tmp_path):
     for split in ("reasonseg:val", "reasonseg:test"):
         assert summary["after"][split]["giou"] > summary["before"][split]["giou"], summary
     assert (demo / "eval_after" / "gallery" / "index.html").is_file()
+    # the trained model's keyword-match rate, judged on refCOCO val (gold keyword: the expression)
+    assert 0.0 <= summary["keyword_match"]["refcoco:val"] <= 1.0
     assert "before and after training" in done.stdout
 
     # A second run finds everything up to date: make has nothing to do.
