@@ -140,8 +140,7 @@ def dry_run(run: TrainRun, console: Console) -> dict:
     model = apply_lora(model, model_config) or model
     print_parameter_table(model, console)
     groups = parameter_groups(model.named_parameters(), run.config.optim.lr_scales)
-    ds = deepspeed_config(run.config, on_cpu=not torch.cuda.is_available(),
-                          group_scales=[group["lr_scale"] for group in groups])
+    ds = deepspeed_config(run.config, on_cpu=not torch.cuda.is_available(), groups=groups)
     console.print_json(json.dumps({"train_config": run.config.to_dict(), "deepspeed": ds}))
     return ds
 
@@ -164,7 +163,7 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
     model = build_model(run, tokenizer, console if rank == 0 else Console(quiet=True))
     on_cpu = not torch.cuda.is_available()
     groups = parameter_groups(model.named_parameters(), config.optim.lr_scales)
-    ds_config = deepspeed_config(config, on_cpu, group_scales=[group["lr_scale"] for group in groups])
+    ds_config = deepspeed_config(config, on_cpu, groups=groups)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "train_config.json", config.to_dict())

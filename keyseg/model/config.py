@@ -39,10 +39,6 @@ class KeySegConfig:
     """"linear" (LISA-7B-v1: one Linear) or "mlp2x_gelu" (LLaVA-1.5: Linear-GELU-Linear)."""
     vision_feature_layer: int = -2
     """CLIP hidden-state index whose patch tokens (CLS dropped) feed the projector."""
-    zero_init_projector: bool = False
-    """Start the projector's last Linear at zero, so that a random-init model's image tokens
-    start silent in the LM: random CLIP features are ~50x larger than the LM's 0.02-std word
-    embeddings and would otherwise drown the query. Loaded projector weights replace it."""
     out_dim: int = 256
     """Width of the [SEG]/[KEY] embeddings: SAM's prompt embedding size."""
 

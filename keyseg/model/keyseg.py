@@ -97,10 +97,6 @@ class KeySegModel(nn.Module):
         hidden = self.llm.get_input_embeddings().embedding_dim
 
         self.mm_projector = build_projector(config.projector, vision_config.hidden_size, hidden)
-        if config.zero_init_projector:
-            last = self.mm_projector if isinstance(self.mm_projector, nn.Linear) else self.mm_projector[-1]
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
 
         self.sam = SamModel(build_sam_config(config.sam))
         if self.sam.config.vision_config.image_size != config.sam_image_size:

@@ -31,8 +31,9 @@ def parameter_groups(named_parameters, lr_scales: dict) -> list[dict]:
     """Trainable parameters grouped by learning-rate scale: [{"params", "lr_scale"}, ...].
 
     Each parameter takes the scale of the longest prefix of `lr_scales` its name starts
-    with (1.0 if none). Groups come in a fixed order (by scale) so checkpoints resume into
-    the same groups.
+    with (1.0 if none). Groups come in a fixed order so checkpoints resume into the same
+    groups: the base group (scale 1.0) first, so the logged "lr" is `optim.lr`'s schedule,
+    then the others by scale.
     """
     prefixes = sorted(lr_scales, key=len, reverse=True)
     by_scale: dict[float, list] = {}
@@ -46,17 +47,18 @@ def parameter_groups(named_parameters, lr_scales: dict) -> list[dict]:
     unused = sorted(set(prefixes) - used)
     if unused:
         raise ValueError(f"optim.lr_scales: no trainable parameter under {unused}")
-    return [{"params": by_scale[scale], "lr_scale": scale} for scale in sorted(by_scale)]
+    order = sorted(by_scale, key=lambda scale: (scale != 1.0, scale))
+    return [{"params": by_scale[scale], "lr_scale": scale} for scale in order]
 
 
-def deepspeed_config(config: TrainConfig, on_cpu: bool, group_scales: list[float] | None = None) -> dict:
+def deepspeed_config(config: TrainConfig, on_cpu: bool, groups: list[dict] | None = None) -> dict:
     """The DeepSpeed JSON this run uses (printed by --dry-run, saved with checkpoints).
 
-    `group_scales`: the lr_scale of each parameter group (from `parameter_groups`); the
-    scheduler then warms each group up to its own peak learning rate.
+    `groups` (from `parameter_groups`): with more than one, the scheduler warms each group
+    up to its own peak learning rate, `optim.lr * lr_scale`.
     """
     optim = config.optim
-    peak_lr = [optim.lr * scale for scale in group_scales] if group_scales and len(group_scales) > 1 else optim.lr
+    peak_lr = [optim.lr * group["lr_scale"] for group in groups] if groups and len(groups) > 1 else optim.lr
     return {
         "train_micro_batch_size_per_gpu": optim.micro_batch,
         "gradient_accumulation_steps": optim.grad_accum,

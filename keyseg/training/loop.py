@@ -244,7 +244,8 @@ class Trainer:
             self.writer.add_scalar(f"train/{name}", value, step)
         group_lrs = list(self.engine.get_lr())
         self.writer.add_scalar("train/lr", group_lrs[0], step)
-        # With optim.lr_scales there is one group per scale (in deepspeed_config.json's order).
+        # With optim.lr_scales there is one group per scale: the base group first, then the
+        # others in deepspeed_config.json's order.
         extra = {"group_lrs": group_lrs} if len(group_lrs) > 1 else {}
         for index, value in enumerate(group_lrs[1:], start=1):
             self.writer.add_scalar(f"train/lr_group{index}", value, step)

@@ -26,10 +26,10 @@ def names(model, group):
 def test_longest_prefix_wins_and_frozen_parameters_are_left_out():
     model = toy_model()
     groups = parameter_groups(model.named_parameters(), {"sam": 0.5, "sam.mask_decoder": 0.1})
-    assert [g["lr_scale"] for g in groups] == [0.1, 0.5, 1.0]
-    assert names(model, groups[0]) == ["sam.mask_decoder.bias", "sam.mask_decoder.weight"]
-    assert names(model, groups[1]) == ["sam.mask_decoder_extra.bias", "sam.mask_decoder_extra.weight"]
-    assert names(model, groups[2]) == ["llm.bias", "llm.weight"]
+    assert [g["lr_scale"] for g in groups] == [1.0, 0.1, 0.5]  # the base group first
+    assert names(model, groups[1]) == ["sam.mask_decoder.bias", "sam.mask_decoder.weight"]
+    assert names(model, groups[2]) == ["sam.mask_decoder_extra.bias", "sam.mask_decoder_extra.weight"]
+    assert names(model, groups[0]) == ["llm.bias", "llm.weight"]
 
 
 def test_a_prefix_matching_no_trainable_parameter_is_an_error():
@@ -42,6 +42,6 @@ def test_a_prefix_matching_no_trainable_parameter_is_an_error():
 def test_each_group_warms_up_to_its_own_peak():
     config = load_train_config("tiny", ["optim.lr=1e-3", "optim.lr_scales={sam.mask_decoder: 0.1}"])
     groups = parameter_groups(toy_model().named_parameters(), config.optim.lr_scales)
-    ds = deepspeed_config(config, on_cpu=True, group_scales=[g["lr_scale"] for g in groups])
-    assert ds["scheduler"]["params"]["warmup_max_lr"] == pytest.approx([1e-4, 1e-3])
+    ds = deepspeed_config(config, on_cpu=True, groups=groups)
+    assert ds["scheduler"]["params"]["warmup_max_lr"] == pytest.approx([1e-3, 1e-4])
     assert deepspeed_config(config, on_cpu=True)["scheduler"]["params"]["warmup_max_lr"] == 1e-3
