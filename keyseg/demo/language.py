@@ -62,30 +62,25 @@ SENTENCE_MANY: tuple[str, ...] = (
 SENTENCE_ONE_NONASCII = "What\u2019s the shape in this picture that {prop}? Please segment it."
 SENTENCE_MANY_NONASCII = "Let\u2019s find every shape that {prop}: please segment them all."
 
+# Short queries and referring expressions start with the colour. A refCOCO sample's keyword
+# is its whole expression and the keyword loss aligns [KEY] with the keyword's first
+# sub-token, so the first word must name the target: with "the ..." templates [KEY]
+# learned to say "the" and the mask prompt carried no target information (measured: the
+# trained model's masks did not depend on the query).
 PHRASE_ONE: tuple[str, ...] = (
-    "the {s}{c} {k}",
-    "{s}{c} {k}",
-    "the {s}{c} {k} {p}",
-    "{s}{c} {k} {p}",
-    "the {s}{k} coloured {c}",
-    "the {s}{c} {k} that is {p}",
+    "{c} {s}{k}",
+    "{c} {s}{k} {p}",
+    "{c} coloured {s}{k}",
+    "{c} {s}{k} that is {p}",
 )
 PHRASE_MANY: tuple[str, ...] = (
-    "the two {c} {k}s",
-    "both {c} {k}s",
-    "all {c} {k}s",
-    "every {c} {k}",
-    "the pair of {c} {k}s",
+    "{c} {k}s",
+    "{c} {k}s, both of them",
+    "{c} {k}s, all of them",
+    "{c} {k}s, the pair of them",
 )
 
-REFER_TEMPLATES: tuple[str, ...] = (
-    "{s}{c} {k}",
-    "the {s}{c} {k}",
-    "the {s}{c} {k} {p}",
-    "{s}{c} {k} {p}",
-    "{s}{k} in {c}",
-    "the {s}{k} that is {c}",
-)
+REFER_TEMPLATES: tuple[str, ...] = PHRASE_ONE
 
 
 def _size_word(rng: np.random.Generator, size_word: str, need_size: bool) -> str:
