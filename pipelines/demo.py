@@ -114,13 +114,27 @@ def _stack(paths: list[Path], width: int):
     return canvas
 
 
+def gallery_picks(images_dir: Path, rows: int) -> list[Path]:
+    """`rows` gallery pictures: the `rows - 1` best, then the worst.
+
+    The gallery numbers its pictures `<key>_<n>.png`: the worst first (n = 0, 1, ...), then
+    the best, as many of each.
+    """
+    numbered = sorted(Path(images_dir).glob("*.png"), key=lambda path: int(path.stem.rsplit("_", 1)[-1]))
+    if len(numbered) < 2:
+        return numbered[:rows]
+    half = len(numbered) // 2
+    return numbered[half:half + max(rows - 1, 0)] + numbered[:1]
+
+
 def pictures(demo_dir: Path, shards_dir: Path, out_dir: Path, gallery_rows: int = 3) -> list[Path]:
     """Copy the pictures the README shows out of a finished demo run (deterministic picks:
-    the first overlays of `prepare --visualize`, the shard statistics, the first gallery rows)."""
+    the first overlays of `prepare --visualize`, the shard statistics, and gallery rows: the
+    best ones, then the worst one)."""
     from keyseg.io import atomic_write_bytes
 
     overlays = sorted((Path(demo_dir) / "prepared").glob("*/train/overlays/*.png"))[:2]
-    gallery = sorted((Path(demo_dir) / "eval_after" / "gallery" / "images").glob("*.png"))[:gallery_rows]
+    gallery = gallery_picks(Path(demo_dir) / "eval_after" / "gallery" / "images", gallery_rows)
     stats = Path(shards_dir) / "stats.png"
     missing = [name for name, found in (("prepare overlays", overlays), ("evaluation gallery", gallery),
                                         ("shard stats", stats.is_file())) if not found]
