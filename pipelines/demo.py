@@ -114,17 +114,17 @@ def _stack(paths: list[Path], width: int):
     return canvas
 
 
-def gallery_picks(images_dir: Path, rows: int) -> list[Path]:
-    """`rows` gallery pictures: the `rows - 1` best, then the worst.
+def gallery_picks(gallery_dir: Path, rows: int) -> list[Path]:
+    """`rows` pictures of an evaluation gallery: the `rows - 1` best, then the worst.
 
-    The gallery numbers its pictures `<key>_<n>.png`: the worst first (n = 0, 1, ...), then
-    the best, as many of each.
+    Reads the gallery's `gallery.json`; a folder without one gives no pictures.
     """
-    numbered = sorted(Path(images_dir).glob("*.png"), key=lambda path: int(path.stem.rsplit("_", 1)[-1]))
-    if len(numbered) < 2:
-        return numbered[:rows]
-    half = len(numbered) // 2
-    return numbered[half:half + max(rows - 1, 0)] + numbered[:1]
+    listing_path = Path(gallery_dir) / "gallery.json"
+    if not listing_path.is_file():
+        return []
+    listing = json.loads(listing_path.read_text(encoding="utf-8"))
+    entries = listing["best"][:max(rows - 1, 0)] + listing["worst"][:1]
+    return [Path(gallery_dir) / entry["image"] for entry in entries[:rows]]
 
 
 def pictures(demo_dir: Path, shards_dir: Path, out_dir: Path, gallery_rows: int = 3) -> list[Path]:
@@ -134,7 +134,7 @@ def pictures(demo_dir: Path, shards_dir: Path, out_dir: Path, gallery_rows: int 
     from keyseg.io import atomic_write_bytes
 
     overlays = sorted((Path(demo_dir) / "prepared").glob("*/train/overlays/*.png"))[:2]
-    gallery = gallery_picks(Path(demo_dir) / "eval_after" / "gallery" / "images", gallery_rows)
+    gallery = gallery_picks(Path(demo_dir) / "eval_after" / "gallery", gallery_rows)
     stats = Path(shards_dir) / "stats.png"
     missing = [name for name, found in (("prepare overlays", overlays), ("evaluation gallery", gallery),
                                         ("shard stats", stats.is_file())) if not found]

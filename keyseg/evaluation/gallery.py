@@ -23,7 +23,7 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 
-from keyseg.io import atomic_write_bytes, atomic_write_text
+from keyseg.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from keyseg.masks.png import encode_png
 from keyseg.masks.raster import IGNORE_VALUE, TARGET_VALUE
 
@@ -300,7 +300,9 @@ class GalleryItem:
 
 def write_gallery(out_dir: Path, worst: list[GalleryItem], best: list[GalleryItem], title: str,
                   summary: dict | None = None) -> Path:
-    """Write `out_dir/images/<key>_<n>.png` triptychs and `out_dir/index.html`; return the latter.
+    """Write `out_dir/images/<key>_<n>.png` triptychs, `out_dir/index.html` and
+    `out_dir/gallery.json` (`{"worst": [...], "best": [...]}`, each entry's key, split, IoU
+    and picture path relative to `out_dir`, for tools); return the page's path.
 
     `summary` maps split -> {"giou": ..., "ciou": ..., "count": ...} (other columns are shown
     too). Pictures are written before the page, so the page never links a missing picture.
@@ -308,8 +310,9 @@ def write_gallery(out_dir: Path, worst: list[GalleryItem], best: list[GalleryIte
     """
     out_dir = Path(out_dir)
     sections = []
+    listing: dict[str, list[dict]] = {"worst": [], "best": []}
     number = 0  # runs across both sections: the same key can appear twice without clashing
-    for heading, items in ((f"Worst {len(worst)}", worst), (f"Best {len(best)}", best)):
+    for section, heading, items in (("worst", f"Worst {len(worst)}", worst), ("best", f"Best {len(best)}", best)):
         cards = []
         for item in items:
             picture = triptych(item.image_rgb, item.target, item.prediction, item.query, item.iou)
@@ -318,7 +321,9 @@ def write_gallery(out_dir: Path, worst: list[GalleryItem], best: list[GalleryIte
             # encode_png speaks OpenCV's BGR; empty params: OpenCV's defaults suit photos.
             atomic_write_bytes(out_dir / "images" / name, encode_png(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), params=[]))
             cards.append(_card(item, f"images/{quote(name)}", picture.shape))
+            listing[section].append({"key": item.key, "split": item.split, "iou": float(item.iou), "image": f"images/{name}"})
         sections.append((heading, cards))
+    atomic_write_json(out_dir / "gallery.json", listing)
     index = out_dir / "index.html"
     atomic_write_text(index, _page(title, summary, sections))
     return index

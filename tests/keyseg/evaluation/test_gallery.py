@@ -1,6 +1,8 @@
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import cv2
 import numpy as np
@@ -157,6 +159,11 @@ def test_write_gallery_page_is_offline_escaped_and_complete(tmp_path):
         picture = cv2.imread(str(index.parent / source))
         assert picture is not None and picture.shape[0] == BANNER_HEIGHT + PANEL_HEIGHT
     assert sorted(p.name for p in (index.parent / "images").iterdir()) == sorted(Path(s).name for s in sources)
+    # gallery.json lists the same pictures, section by section, in page order.
+    listing = json.loads((index.parent / "gallery.json").read_text(encoding="utf-8"))
+    assert [entry["key"] for entry in listing["worst"]] == ["val/0001 a", "val/0002"]
+    assert [entry["iou"] for entry in listing["best"]] == [0.9, 0.95]
+    assert [quote(entry["image"]) for entry in listing["worst"] + listing["best"]] == sources
     assert not any(Path(s).name.startswith(".") for s in sources)
 
     # The query and title are escaped, never markup.
