@@ -62,7 +62,8 @@ SENTENCE_MANY: tuple[str, ...] = (
 SENTENCE_ONE_NONASCII = "What\u2019s the shape in this picture that {prop}? Please segment it."
 SENTENCE_MANY_NONASCII = "Let\u2019s find every shape that {prop}: please segment them all."
 
-# Short queries and referring expressions start with the colour. A refCOCO sample's keyword
+# Short ReasonSeg queries and refCOCO referring expressions share these templates, and
+# they start with the colour. A refCOCO sample's keyword
 # is its whole expression and the keyword loss aligns [KEY] with the keyword's first
 # sub-token, so the first word must name the target: with "the ..." templates [KEY]
 # learned to say "the" and the mask prompt carried no target information (measured: the
@@ -79,8 +80,6 @@ PHRASE_MANY: tuple[str, ...] = (
     "{c} {k}s, all of them",
     "{c} {k}s, the pair of them",
 )
-
-REFER_TEMPLATES: tuple[str, ...] = PHRASE_ONE
 
 
 def _size_word(rng: np.random.Generator, size_word: str, need_size: bool) -> str:
@@ -146,13 +145,13 @@ def explanation(
 def refer_sentences(
     rng: np.random.Generator, count: int, *, kind: str, color: str, size_word: str, position: str, need_size: bool
 ) -> list[str]:
-    """``count`` distinct raw referring expressions (mixed case, maybe a trailing period)."""
+    """``count`` distinct raw referring expressions from PHRASE_ONE (mixed case, maybe a trailing period)."""
     out: list[str] = []
-    for j in rng.permutation(len(REFER_TEMPLATES)):
+    for j in rng.permutation(len(PHRASE_ONE)):
         if len(out) >= count:
             break
         s = _size_word(rng, size_word, need_size)
-        raw = REFER_TEMPLATES[int(j)].format(s=s, c=color, k=kind, p=position)
+        raw = PHRASE_ONE[int(j)].format(s=s, c=color, k=kind, p=position)
         style = int(rng.integers(0, 3))
         if style == 1:
             raw = raw[:1].upper() + raw[1:]
