@@ -316,12 +316,12 @@ def write_gallery(out_dir: Path, worst: list[GalleryItem], best: list[GalleryIte
         cards = []
         for item in items:
             picture = triptych(item.image_rgb, item.target, item.prediction, item.query, item.iou)
-            name = f"{_file_stem(item.key)}_{number}.png"
+            relative = f"images/{_file_stem(item.key)}_{number}.png"
             number += 1
             # encode_png speaks OpenCV's BGR; empty params: OpenCV's defaults suit photos.
-            atomic_write_bytes(out_dir / "images" / name, encode_png(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), params=[]))
-            cards.append(_card(item, f"images/{quote(name)}", picture.shape))
-            listing[section].append({"key": item.key, "split": item.split, "iou": float(item.iou), "image": f"images/{name}"})
+            atomic_write_bytes(out_dir / relative, encode_png(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), params=[]))
+            cards.append(_card(item, quote(relative), picture.shape))
+            listing[section].append({"key": item.key, "split": item.split, "iou": float(item.iou), "image": relative})
         sections.append((heading, cards))
     atomic_write_json(out_dir / "gallery.json", listing)
     index = out_dir / "index.html"
