@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="keyseg",
@@ -23,16 +24,32 @@ console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/] {message}")
+    # Messages carry file names and data text: escaped, so "[x]" prints as itself.
+    console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _run_stage(stage, config):
-    """Run a stage: bad arguments exit 2 with the message, failed records exit 1."""
+def _call(function, *args, **kwargs):
+    """The one error path of every command: a known failure is one line and an exit code.
+
+    Exit 2: bad usage (UsageError, or a ValueError raised on the arguments). Exit 1: bad
+    data or environment (DataError, any OSError: not found, permission denied, disk full,
+    read-only folder). Anything else is a bug and keeps its traceback."""
+    from keyseg.errors import DataError, describe_os_error
+
     try:
-        result = stage.run(config, console=console)
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
+        return function(*args, **kwargs)
+    except DataError as error:
+        _fail(str(error), code=1)
+    except OSError as error:
+        _fail(describe_os_error(error), code=1)
+    except ValueError as error:
+        _fail(str(error), code=2)
+
+
+def _run_stage(stage, config):
+    """Run a stage through `_call`; a stage whose result lists failed records exits 1."""
+    result = _call(stage.run, config, console=console)
     if getattr(result, "errors", None):
         raise typer.Exit(1)
     return result
@@ -49,7 +66,7 @@ def demo_data(
     """Write a small synthetic data set in the native ReasonSeg and refCOCO layouts."""
     from pipelines import demo_data as stage
 
-    summary = stage.run(stage.DemoDataConfig(out=out, seed=seed, images=images, width=width, height=height))
+    summary = _call(stage.run, stage.DemoDataConfig(out=out, seed=seed, images=images, width=width, height=height))
     reason, refer = summary["reason_seg"], summary["refcoco"]
     splits = "/".join(str(count) for count in reason["splits"].values())
     console.print(f"demo data written to {out}: ReasonSeg train/val/test {splits} images, "
@@ -104,12 +121,8 @@ _BACKEND_HELP = ("openai (any OpenAI-compatible server), hf (a local transformer
 
 def _mine_keywords(mode: str, **options) -> None:
     from pipelines import mine_keywords as stage
-    from keyseg.keywords.records import KeywordInputError
 
-    try:
-        result = stage.run(stage.MineKeywordsConfig(mode=mode, **options), console=console)
-    except (ValueError, KeywordInputError, FileNotFoundError) as error:
-        _fail(str(error))
+    result = _call(stage.run, stage.MineKeywordsConfig(mode=mode, **options), console=console)
     if result.summary.get("failures"):
         raise typer.Exit(1)
 
@@ -205,11 +218,8 @@ def shards_verify(
     """Re-hash every shard, decode every sample; report corrupt or truncated shards and bad samples (exit 1)."""
     from pipelines import shards_verify as stage
 
-    try:
-        result = stage.run(stage.VerifyConfig(shards=shards, decode_images=decode_images, show_progress=progress),
-                           console=console)
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
+    result = _call(stage.run, stage.VerifyConfig(shards=shards, decode_images=decode_images, show_progress=progress),
+                   console=console)
     if result.problems:
         raise typer.Exit(1)
 
@@ -222,10 +232,7 @@ def shards_stats(
     """Counts, sizes, targets per image and keyword coverage; writes stats.json and stats.png."""
     from pipelines import shards_stats as stage
 
-    try:
-        stage.run(stage.StatsConfig(shards=shards, picture=picture), console=console)
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
+    _call(stage.run, stage.StatsConfig(shards=shards, picture=picture), console=console)
 
 
 @shards_app.command("unpack")
@@ -238,9 +245,13 @@ def shards_unpack(
 
     try:
         written = unpack_shard(shard_file, out)
-    except (UnsafeMemberError, OSError) as error:
-        _fail(f"{shard_file}: {error}")
-    console.print(f"{len(written)} files written to {out}")
+    except UnsafeMemberError as error:
+        _fail(f"{shard_file}: {error}", code=1)
+    except OSError as error:
+        from keyseg.errors import describe_os_error
+
+        _fail(describe_os_error(error), code=1)
+    console.print(f"{len(written)} files written to {escape(str(out))}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -257,14 +268,11 @@ def train(
 ) -> None:
     """Train KeySeg with DeepSpeed on streamed shards. Extra arguments KEY=VALUE override the config
     (e.g. optim.lr=1e-4 model.fusion=none data.workers=4); unknown keys are errors listing the valid ones."""
-    from keyseg.training.config import ConfigError, load_train_config
+    from keyseg.training.config import load_train_config
     from pipelines import train as stage
 
     overrides = list(ctx.args)
-    try:
-        train_config = load_train_config(config, overrides)
-    except ConfigError as error:
-        _fail(str(error))
+    train_config = _call(load_train_config, config, overrides)
     if gpus:
         import subprocess
         import sys
@@ -277,10 +285,7 @@ def train(
         _fail("--shards is required (a folder written by keyseg shard)")
     run = stage.TrainRun(config=train_config, shards=shards or Path("."), out=out, max_steps=max_steps,
                          resume=resume, dry_run=dry_run, show_progress=progress)
-    try:
-        result = stage.run(run, console=console)
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
+    result = _call(stage.run, run, console=console)
     if not dry_run and os.environ.get("RANK", "0") == "0":
         console.print(f"trained {result.steps} steps: {result.samples_per_second:.1f} images/s, "
                       f"data wait {100 * result.data_wait_fraction:.0f}%, best val gIoU {result.best_giou}")
@@ -294,10 +299,7 @@ def export(
     """Consolidate ZeRO shards, merge LoRA, and write a self-describing model folder."""
     from pipelines import export as stage
 
-    try:
-        stage.run(stage.ExportConfig(checkpoint=checkpoint, out=out), console=console)
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
+    _call(stage.run, stage.ExportConfig(checkpoint=checkpoint, out=out), console=console)
 
 
 @app.command()
@@ -327,10 +329,7 @@ def evaluate(
     config = stage.EvaluateConfig(shards=shards, splits=list(split), out=out, model=model, predictions=predictions,
                                   missing_as_empty=missing_as_empty, generate=generate, batch_size=batch_size,
                                   visualize=visualize, show_progress=progress)
-    try:
-        stage.run(config, console=console)
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error), code=1)
+    _run_stage(stage, config)
 
 
 @app.command()
@@ -345,11 +344,8 @@ def predict(
     """Segment what a query asks for in an image; print the answer and keyword; write mask and overlay PNGs."""
     from pipelines import predict as stage
 
-    try:
-        stage.run(stage.PredictConfig(model=model, out=out, image=image, query=query, batch=batch, generate=generate),
-                  console=console)
-    except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
+    _run_stage(stage, stage.PredictConfig(model=model, out=out, image=image, query=query, batch=batch,
+                                          generate=generate))
 
 
 if __name__ == "__main__":

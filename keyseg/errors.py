@@ -32,9 +32,11 @@ class DataError(ValueError):
 
 def describe_os_error(error: OSError) -> str:
     """`path: reason` for an OSError (permission denied, disk full, read-only folder...)."""
-    reason = error.strerror or type(error).__name__
+    if error.strerror is None and error.filename is None:
+        return str(error) or type(error).__name__  # raised with a message of our own
+    reason = error.strerror or str(error)
     if error.filename is not None and error.filename2 is not None:
         return f"{error.filename} -> {error.filename2}: {reason}"
     if error.filename is not None:
         return f"{error.filename}: {reason}"
-    return f"{reason}: {error}" if str(error) and str(error) != reason else reason
+    return reason
