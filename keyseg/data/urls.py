@@ -1,10 +1,10 @@
 """Shard URLs: folders with index.json + split names, brace patterns, local paths,
-`pipe:` commands, http(s):// and s3:// (streamed with `aws s3 cp URL -`; the AWS CLI must
+`pipe:` commands, http(s):// and s3://. Commands, URLs and absolute paths are taken only
+as typed by the user: paths inside an index.json are confined to its folder (streamed with `aws s3 cp URL -`; the AWS CLI must
 be on PATH and configured; with any other tool pass `pipe:your-command URL`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -45,17 +45,15 @@ def _local_path(url: str) -> Path:
 
 
 def _index_shards(folder: Path, split: str | list[str] | None) -> list[str]:
-    index_path = folder if folder.is_file() else folder / "index.json"
-    index = json.loads(index_path.read_text(encoding="utf-8"))
-    available = sorted(index["splits"])
+    # Paths inside an index are confined to the shard set folder (a downloaded index must
+    # not name a command, a URL or a file elsewhere); see keyseg.shards.index.
+    from keyseg.shards.index import index_path, read_index, split_shard_paths
+
+    index = read_index(folder)
     if split is None:
-        raise ValueError(f"{index_path}: name a split, one of {available}")
-    urls = []
-    for name in [split] if isinstance(split, str) else split:
-        if name not in index["splits"]:
-            raise ValueError(f"{index_path}: no split {name!r}; available: {available}")
-        urls += [str(index_path.parent / shard["path"]) for shard in index["splits"][name]["shards"]]
-    return urls
+        raise ValueError(f"{index_path(folder)}: name a split, one of {sorted(index['splits'])}")
+    found = split_shard_paths(folder, split, index)
+    return [str(path) for name in found for path in found[name]]
 
 
 def resolve_shards(spec, split: str | list[str] | None = None) -> list[str]:

@@ -8,12 +8,15 @@ is refused: those are accepted only when a user types them on the command line.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from keyseg.errors import DataError, UsageError
 from keyseg.paths import confined_path
 
 INDEX_NAME = "index.json"
+# "pipe:", "http:", "s3:", "file:" ...: a scheme, however the rest is spelled.
+URL_OR_COMMAND = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def read_index(folder: str | Path) -> dict:
@@ -42,9 +45,14 @@ def index_path(folder: str | Path) -> Path:
 
 
 def shard_path(folder: str | Path, entry: dict) -> Path:
-    """The local file of one index entry, confined to the shard set folder."""
+    """The local file of one index entry, confined to the shard set folder.
+
+    Absolute, so that no reader can take a relative name such as `pipe:cmd` for a URL."""
     path = index_path(folder)
-    return confined_path(path.parent, entry["path"], source=path)
+    if URL_OR_COMMAND.match(entry["path"]):
+        raise DataError(path, f"shard path {entry['path']!r} is a URL or command; an index names plain "
+                              "files inside its folder (give URLs and pipe: on the command line)")
+    return confined_path(path.parent, entry["path"], source=path).absolute()
 
 
 def split_shard_paths(folder: str | Path, names: str | list[str], index: dict | None = None) -> dict[str, list[Path]]:

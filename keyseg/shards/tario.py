@@ -158,18 +158,34 @@ def iter_samples(fileobj: BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
         yield key, members
 
 
+def _checked_names(shard: Path) -> list[str]:
+    """Every member name of a shard, each checked; raises before anything is written."""
+    names = []
+    try:
+        with open(shard, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
+            for info in tar:
+                names.append(check_member(info))
+    except tarfile.TarError as error:
+        raise UnsafeMemberError(f"not a readable tar ({error})") from None
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise UnsafeMemberError(f"member {duplicates[0]!r} appears more than once")
+    return names
+
+
 def unpack_shard(shard: Path, out: Path) -> list[Path]:
-    """Extract a shard's members into `out`, refusing any unsafe member before writing it."""
+    """Extract a shard's members into `out`. Every name is checked first: if any member is
+    refused (or the tar is unreadable), nothing is written."""
+    from keyseg.io import atomic_write_bytes
+
+    names = _checked_names(Path(shard))
     out = Path(out).resolve()
+    for name in names:
+        if (out / name).resolve().parent != out:  # belt and braces: check_member refused this
+            raise UnsafeMemberError(f"member {name!r} would land outside {out}")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with open(shard, "rb") as handle:
         for name, data in iter_members(handle):
-            target = (out / name).resolve()
-            if target.parent != out:  # belt and braces: check_member already refused this
-                raise UnsafeMemberError(f"member {name!r} would land outside {out}")
-            from keyseg.io import atomic_write_bytes
-
-            atomic_write_bytes(target, data)
-            written.append(target)
+            written.append(atomic_write_bytes(out / name, data))
     return written
