@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from keyseg.errors import UsageError
 from keyseg.model.config import KeySegConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -93,8 +94,8 @@ def _valid_keys(cls, prefix: str = "") -> list[str]:
     return keys
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UsageError):
+    """A config file or override that cannot be used (exit 2)."""
 
 
 def _apply(config, key: str, value, full_key: str):
@@ -150,19 +151,87 @@ def resolve_config_path(name_or_file: str) -> Path:
     raise ConfigError(f"no config file {name_or_file!r} and no built-in config of that name (built-in: {known})")
 
 
+def _parse_yaml(text: str, where: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem}{at})") from None
+
+
 def load_train_config(name_or_file: str, overrides: list[str] | None = None) -> TrainConfig:
-    document = yaml.safe_load(resolve_config_path(name_or_file).read_text()) or {}
+    path = resolve_config_path(name_or_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    document = _parse_yaml(text, str(path))
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys to values, not a {type(document).__name__}")
     config = TrainConfig()
     for key, value in document.items():
-        _apply(config, key, value, key)
+        _apply(config, str(key), value, str(key))
     for override in overrides or []:
         key, sep, raw = override.partition("=")
         if not sep:
             raise ConfigError(f"override {override!r} must look like key=value")
-        _apply(config, key.strip(), yaml.safe_load(raw), key.strip())
-    if config.precision not in ("bf16", "fp16", "fp32"):
-        raise ConfigError(f"precision {config.precision!r}: choose bf16, fp16 or fp32")
+        _apply(config, key.strip(), _parse_yaml(raw, f"override {override!r}"), key.strip())
+    check_train_config(config)
     return config
+
+
+def _require(condition: bool, key: str, value, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}={value!r}: must be {expected}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
+
+
+def check_train_config(config: TrainConfig) -> None:
+    """Refuse values no run can use, before any model or data is touched (--dry-run too)."""
+    optim, data = config.optim, config.data
+    for key, value in (("optim.micro_batch", optim.micro_batch), ("optim.grad_accum", optim.grad_accum),
+                       ("optim.epochs", optim.epochs), ("optim.steps_per_epoch", optim.steps_per_epoch),
+                       ("data.num_queries", data.num_queries), ("data.max_length", data.max_length),
+                       ("data.val_batch_size", data.val_batch_size), ("checkpoint_every", config.checkpoint_every)):
+        _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key, value,
+                 "a whole number >= 1")
+    for key, value in (("optim.warmup_steps", optim.warmup_steps), ("data.workers", data.workers),
+                       ("keep_checkpoints", config.keep_checkpoints), ("patience", config.patience)):
+        _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, key, value,
+                 "a whole number >= 0")
+    _require(_is_number(optim.lr) and optim.lr > 0, "optim.lr", optim.lr, "a number > 0")
+    _require(_is_number(optim.weight_decay) and optim.weight_decay >= 0, "optim.weight_decay", optim.weight_decay,
+             "a number >= 0")
+    _require(_is_number(optim.grad_clip) and optim.grad_clip >= 0, "optim.grad_clip", optim.grad_clip,
+             "a number >= 0")
+    _require(isinstance(optim.betas, list) and len(optim.betas) == 2
+             and all(_is_number(beta) and 0 <= beta < 1 for beta in optim.betas),
+             "optim.betas", optim.betas, "two numbers in [0, 1)")
+    _require(isinstance(optim.lr_scales, dict) and all(_is_number(v) and v >= 0 for v in optim.lr_scales.values()),
+             "optim.lr_scales", optim.lr_scales, "a mapping of parameter-name prefixes to numbers >= 0")
+    _require(_is_number(data.explanatory) and 0 <= data.explanatory <= 1, "data.explanatory", data.explanatory,
+             "a probability in [0, 1]")
+    _require(isinstance(data.train, list) and bool(data.train)
+             and all(isinstance(item, dict) and isinstance(item.get("split"), str) and ":" in item["split"]
+                     and _is_number(item.get("weight", 1.0)) and item.get("weight", 1.0) > 0
+                     for item in data.train),
+             "data.train", data.train, "a non-empty list of {split: SOURCE:SPLIT, weight: number > 0}")
+    _require(data.val is None or (isinstance(data.val, str) and ":" in data.val), "data.val", data.val,
+             "SOURCE:SPLIT or null")
+    _require(config.zero_stage in (0, 1, 2, 3) and not isinstance(config.zero_stage, bool), "zero_stage",
+             config.zero_stage, "0, 1, 2 or 3")
+    _require(config.precision in ("bf16", "fp16", "fp32"), "precision", config.precision, "bf16, fp16 or fp32")
+    _require(isinstance(config.seed, int) and not isinstance(config.seed, bool), "seed", config.seed,
+             "a whole number")
+    _require(config.model_preset in ("tiny", "keyseg-7b"), "model_preset", config.model_preset,
+             "tiny or keyseg-7b")
 
 
 def train_config_from_dict(document: dict) -> TrainConfig:
