@@ -87,7 +87,8 @@ bench: setup
 # ---- the KeySeg recipe on real data and weights (GPU machines). `make reproduce-check`
 # validates every path first: DATA_DIR with reason_seg/ and refer_seg/ (reference layouts),
 # LISA_CKPT (LISA-7B-v1 folder), CLIP_DIR (clip-vit-large-patch14), optional SAM_CKPT,
-# LLM_BASE_URL + LLM_MODEL (keyword mining; without them the published file is validated).
+# LLM_BASE_URL + LLM_MODEL (keyword mining: both or neither; with neither, the published
+# keyword_outputs.json is validated).
 DATA_DIR     ?=
 LISA_CKPT    ?=
 CLIP_DIR     ?=
@@ -106,7 +107,7 @@ reproduce: reproduce-check
 	$(BIN)/keyseg prepare --data-dir $(DATA_DIR) --out $(REPRO_DIR)/prepared
 ifneq ($(LLM_MODEL),)
 	$(BIN)/keyseg mine-keywords generate $(DATA_DIR)/reason_seg/ReasonSeg/explanatory/train.json \
-		--base-url $(LLM_BASE_URL) --model $(LLM_MODEL) --out $(REPRO_KEYWORDS)
+		--base-url "$(LLM_BASE_URL)" --model "$(LLM_MODEL)" --out $(REPRO_KEYWORDS)
 else
 	$(BIN)/keyseg mine-keywords validate $(DATA_DIR)/reason_seg/ReasonSeg/explanatory_key/keyword_outputs.json \
 		--fix $(REPRO_KEYWORDS)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 REFER = {"refcoco": "refs(unc).p", "refcoco+": "refs(unc).p", "refcocog": "refs(umd).p"}
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pth", "*.pt", "model.safetensors.index.json",
@@ -37,33 +38,48 @@ def _has_weights(path: Path) -> bool:
     return path.is_dir() and any(any(path.glob(pattern)) for pattern in WEIGHT_FILES)
 
 
+def _given(value: str, name: str) -> tuple[Path | None, str]:
+    """(path, how to print it): an unset variable is said to be unset, not shown as a path."""
+    return (Path(value), value) if value else (None, f"{name} not set")
+
+
+def _files_present(folder: Path | None, names: tuple[str, ...]) -> tuple[bool, str]:
+    if folder is None:
+        return False, f"expects {', '.join(names)}"
+    missing = [name for name in names if not (folder / name).is_file()]
+    return not missing, f"{folder}: " + (f"missing {', '.join(missing)}" if missing else ", ".join(names))
+
+
 def checks(config: ReproduceCheckConfig) -> list[tuple[str, bool, bool, str]]:
     """(what, ok, required, detail) for every prerequisite."""
     results = []
-    data = Path(config.data_dir or "/nonexistent")
-    results.append(("DATA_DIR exists", data.is_dir(), True, str(data)))
+    data, data_text = _given(config.data_dir, "DATA_DIR")
+    results.append(("DATA_DIR exists", bool(data and data.is_dir()), True, data_text))
+    reason = data / "reason_seg" / "ReasonSeg" if data else None
     for split in ("train", "val", "test"):
-        folder = data / "reason_seg" / "ReasonSeg" / split
-        count = len(list(folder.glob("*.json"))) if folder.is_dir() else 0
-        results.append((f"ReasonSeg {split}", count > 0, True, f"{folder} ({count} JSON files)"))
+        folder = reason / split if reason else None
+        count = len(list(folder.glob("*.json"))) if folder and folder.is_dir() else 0
+        where = f"{folder} ({count} JSON files)" if folder else f"DATA_DIR not set: expects reason_seg/ReasonSeg/{split}/*.json"
+        results.append((f"ReasonSeg {split}", count > 0, True, where))
     for dataset, refs in REFER.items():
-        folder = data / "refer_seg" / dataset
-        ok = (folder / refs).is_file() and (folder / "instances.json").is_file()
-        results.append((f"{dataset} refs + instances", ok, True, str(folder)))
-    images = data / "refer_seg" / "images" / "mscoco" / "images" / "train2014"
-    results.append(("COCO train2014 images", images.is_dir() and any(images.glob("*.jpg")), True, str(images)))
-    lisa = Path(config.lisa_ckpt or "/nonexistent")
-    results.append(("LISA_CKPT weights", _has_weights(lisa), True, str(lisa)))
-    results.append(("LISA_CKPT tokenizer", (lisa / "tokenizer_config.json").is_file(), True, str(lisa)))
-    clip = Path(config.clip_dir or "/nonexistent")
-    results.append(("CLIP_DIR (clip-vit-large-patch14)", (clip / "config.json").is_file() and _has_weights(clip),
-                    True, str(clip)))
+        ok, detail = _files_present(data / "refer_seg" / dataset if data else None, (refs, "instances.json"))
+        results.append((f"{dataset} refs + instances", ok, True,
+                        detail if data else f"DATA_DIR not set: refer_seg/{dataset}/ {detail}"))
+    images = data / "refer_seg" / "images" / "mscoco" / "images" / "train2014" if data else None
+    results.append(("COCO train2014 images", bool(images and images.is_dir() and any(images.glob("*.jpg"))), True,
+                    str(images) if images else "DATA_DIR not set: expects refer_seg/images/mscoco/images/train2014/*.jpg"))
+    lisa, lisa_text = _given(config.lisa_ckpt, "LISA_CKPT")
+    results.append(("LISA_CKPT weights", bool(lisa and _has_weights(lisa)), True,
+                    lisa_text if lisa else f"{lisa_text}: expects a LISA-7B-v1 folder (*.safetensors or *.bin)"))
+    ok, detail = _files_present(lisa, ("tokenizer_config.json",))
+    results.append(("LISA_CKPT tokenizer", ok, True, detail if lisa else f"{lisa_text}: {detail}"))
+    clip, clip_text = _given(config.clip_dir, "CLIP_DIR")
+    ok, detail = _files_present(clip, ("config.json",))
+    results.append(("CLIP_DIR (clip-vit-large-patch14)", ok and _has_weights(clip), True,
+                    detail if clip else f"{clip_text}: {detail} and weights"))
     if config.sam_ckpt:
         results.append(("SAM_CKPT", _has_weights(Path(config.sam_ckpt)), True, config.sam_ckpt))
-    llm = bool(config.llm_base_url and config.llm_model)
-    results.append(("LLM for keyword mining", llm, False,
-                    f"{config.llm_model} at {config.llm_base_url}" if llm else
-                    "not set: the published keyword file is validated instead"))
+    results += _keyword_checks(config, reason)
     try:
         import torch
 
@@ -82,12 +98,25 @@ def checks(config: ReproduceCheckConfig) -> list[tuple[str, bool, bool, str]]:
     return results
 
 
+def _keyword_checks(config: ReproduceCheckConfig, reason: Path | None) -> list[tuple[str, bool, bool, str]]:
+    """Mining needs both LLM variables; without either, the published keyword file must be there."""
+    if config.llm_base_url and config.llm_model:
+        return [("LLM for keyword mining", True, True, f"{config.llm_model} at {config.llm_base_url}")]
+    if config.llm_base_url or config.llm_model:
+        unset = "LLM_BASE_URL" if config.llm_model else "LLM_MODEL"
+        return [("LLM for keyword mining", False, True,
+                 f"{unset} not set: set both LLM_BASE_URL and LLM_MODEL, or neither to validate the published "
+                 "explanatory_key/keyword_outputs.json")]
+    ok, detail = _files_present(reason / "explanatory_key" if reason else None, ("keyword_outputs.json",))
+    return [("published keyword file (no LLM set)", ok, True, detail if reason else f"DATA_DIR not set: {detail}")]
+
+
 def run(config: ReproduceCheckConfig, console: Console | None = None) -> bool:
     console = console or Console()
     failed = False
     for what, ok, required, detail in checks(config):
         mark = "[green]ok  [/]" if ok else ("[red]MISSING[/]" if required else "[yellow]note[/]")
-        console.print(f"{mark} {what}: {detail}")
+        console.print(f"{mark} {what}: {escape(detail)}", soft_wrap=True)
         failed |= required and not ok
     console.print("[red]reproduce-check failed: fix the MISSING items above" if failed else
                   "[green]all prerequisites found")
