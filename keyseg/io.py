@@ -22,23 +22,39 @@ def _default_file_mode() -> int:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    """Write `data` to `path` through a temporary file in the same folder and a rename.
+
+    An OSError (disk full, read-only folder, permission denied) names `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _named(error, path) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.chmod(tmp_name, _default_file_mode())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as error:
         # Also on KeyboardInterrupt: the temp file must not linger next to real outputs.
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        if isinstance(error, OSError):
+            raise _named(error, path) from None
         raise
     return path
+
+
+def _named(error: OSError, path: Path) -> OSError:
+    """The same error, naming the output file (a full disk's write error names no file)."""
+    if error.filename is not None and Path(error.filename).name.startswith(f".{path.name}."):
+        return type(error)(error.errno, error.strerror, str(path))  # not the temp file's name
+    if error.filename is None and error.errno is not None:
+        return type(error)(error.errno, error.strerror, str(path))
+    return error
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
