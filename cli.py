@@ -69,7 +69,7 @@ def demo_data(
     summary = _call(stage.run, stage.DemoDataConfig(out=out, seed=seed, images=images, width=width, height=height))
     reason, refer = summary["reason_seg"], summary["refcoco"]
     splits = "/".join(str(count) for count in reason["splits"].values())
-    console.print(f"demo data written to {out}: ReasonSeg train/val/test {splits} images, "
+    console.print(f"demo data written to {escape(str(out))}: ReasonSeg train/val/test {splits} images, "
                   f"refCOCO {refer['images']} images with {sum(refer['refs_per_split'].values())} refs")
 
 
