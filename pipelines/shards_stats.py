@@ -1,62 +1,113 @@
 """`keyseg shards stats DIR`: counts, sizes, targets per image, keyword coverage, and a
-histogram picture (stats.png) of image sizes and mask areas. Writes DIR/stats.json."""
+histogram picture (stats.png) of image sizes and mask areas. Writes DIR/stats.json.
+
+Shards come from elsewhere: a sample whose json breaks the format (`check_sample_json`),
+a truncated or corrupt tar, a missing shard or a shard path in index.json that leaves DIR
+is counted per split (`bad_samples`, `bad_shards`, with the reasons in `problems`), the
+good samples are still summarised, and the command exits 1."""
 
 from __future__ import annotations
 
-import json
+import tarfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pycocotools import mask as coco_mask
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from keyseg.errors import DataError
+from keyseg.images import max_image_pixels, set_max_image_pixels
 from keyseg.io import atomic_write_bytes, atomic_write_json
-from keyseg.shards.tario import iter_samples
-from pipelines.shards_verify import load_index
+from keyseg.shards.index import index_path, read_index, shard_path
+from keyseg.shards.samples import BadSampleError, read_sample, rle_runs
+from keyseg.shards.tario import UnsafeMemberError, iter_samples
+
+# What reading a damaged tar can raise (tarfile's own errors, a short read, a refused name).
+TAR_ERRORS = (tarfile.TarError, UnsafeMemberError, EOFError, OSError)
 
 
 @dataclass
 class StatsConfig:
     shards: Path  # a shard set folder with index.json
     picture: bool = True  # write stats.png
+    max_image_pixels: int | None = None  # samples claiming more pixels are bad; None: the process's bound
+
+
+@dataclass
+class StatsResult:
+    splits: dict  # what stats.json holds, per split
+    errors: list[dict] = field(default_factory=list)  # bad shards and samples: {split, shard, key, problem}
 
 
 def _area(rle: dict) -> int:
-    return int(coco_mask.area({"size": rle["size"], "counts": rle["counts"].encode("ascii")}))
+    # Odd runs are foreground; the RLE was checked by read_sample.
+    return int(rle_runs(rle["counts"])[1::2].sum())
 
 
-def collect(folder: Path, index: dict) -> dict:
-    """Per split: image sizes, targets per image, mask area fractions, keyword coverage."""
-    per_split = {}
+def _read_shard(folder: Path, entry: dict) -> tuple[list[dict], int, list[tuple[str | None, str]]]:
+    """(checked sample jsons, file bytes, problems as (key or None for the shard, reason))."""
+    try:
+        path = shard_path(folder, entry)  # an index naming ../.., /abs or pipe:cmd is reported, not read
+    except DataError as error:
+        return [], 0, [(None, f"refused shard path: {error.reason}")]
+    if not path.is_file():
+        return [], 0, [(None, "missing shard")]
+    samples, problems, count = [], [], 0
+    try:
+        with open(path, "rb") as handle:
+            for key, members in iter_samples(handle):
+                count += 1
+                try:
+                    samples.append(read_sample(key, members))
+                except BadSampleError as error:
+                    problems.append((key, str(error)))
+    except TAR_ERRORS as error:
+        problems.append((None, f"unreadable tar after {count} samples ({error})"))
+    expected = entry.get("samples")
+    if isinstance(expected, int) and not isinstance(expected, bool) and count != expected:
+        problems.append((None, f"{count} samples, index says {expected}"))
+    return samples, path.stat().st_size, problems
+
+
+def collect(folder: Path, index: dict) -> tuple[dict, list[dict]]:
+    """Per split: image sizes, targets per image, mask area fractions, keyword coverage,
+    bad samples and shards; and every problem found ({split, shard, key, problem})."""
+    per_split, problems = {}, []
     for name, split in index["splits"].items():
-        sizes, targets_per_image, area_fractions = [], Counter(), []
-        with_keyword = targets = texts = 0
-        for shard in split["shards"]:
-            with open(folder / shard["path"], "rb") as handle:
-                for _, members in iter_samples(handle):
-                    sample = json.loads(members["json"])
-                    pixels = sample["width"] * sample["height"]
-                    sizes.append((sample["width"], sample["height"]))
-                    targets_per_image[len(sample["targets"])] += 1
-                    for target in sample["targets"]:
-                        targets += 1
-                        texts += len(target["texts"])
-                        with_keyword += target["keyword"] is not None
-                        area_fractions.append(_area(target["mask"]["target"]) / pixels)
+        sizes, targets_per_image, area_fractions, split_problems = [], Counter(), [], []
+        with_keyword = targets = texts = size = 0
+        for entry in split["shards"]:
+            samples, shard_bytes, shard_problems = _read_shard(folder, entry)
+            size += shard_bytes
+            split_problems += [{"split": name, "shard": entry["path"], "key": key, "problem": reason}
+                               for key, reason in shard_problems]
+            for sample in samples:
+                pixels = sample["width"] * sample["height"]
+                sizes.append((sample["width"], sample["height"]))
+                targets_per_image[len(sample["targets"])] += 1
+                for target in sample["targets"]:
+                    targets += 1
+                    texts += len(target["texts"])
+                    with_keyword += target["keyword"] is not None
+                    area_fractions.append(_area(target["mask"]["target"]) / pixels)
+        problems += split_problems
         per_split[name] = {
-            "samples": len(sizes), "targets": targets, "texts": texts, "bytes": split["bytes"],
+            "samples": len(sizes), "targets": targets, "texts": texts, "bytes": size,
             "shards": len(split["shards"]),
+            "bad_samples": sum(problem["key"] is not None for problem in split_problems),
+            "bad_shards": len({problem["shard"] for problem in split_problems if problem["key"] is None}),
+            "problems": split_problems,
             "targets_per_image": {str(k): v for k, v in sorted(targets_per_image.items())},
             "keyword_coverage": round(with_keyword / targets, 4) if targets else None,
             "width": _summary([w for w, _ in sizes]), "height": _summary([h for _, h in sizes]),
             "mask_area_fraction": _summary(area_fractions),
             "_sizes": sizes, "_areas": area_fractions,
         }
-    return per_split
+    return per_split, problems
 
 
 def _summary(values: list[float]) -> dict | None:
@@ -95,29 +146,52 @@ def _picture(per_split: dict) -> bytes:
     return buffer.getvalue()
 
 
-def run(config: StatsConfig, console: Console | None = None) -> dict:
+def run(config: StatsConfig, console: Console | None = None) -> StatsResult:
     console = console or Console(stderr=True)
-    folder = Path(config.shards)
-    per_split = collect(folder, load_index(folder))
+    if config.max_image_pixels is None:
+        return _run(config, console)
+    previous = max_image_pixels()
+    set_max_image_pixels(config.max_image_pixels)
+    try:
+        return _run(config, console)
+    finally:
+        set_max_image_pixels(previous)  # a library call leaves the process bound as it was
+
+
+def _run(config: StatsConfig, console: Console) -> StatsResult:
+    index = read_index(config.shards)
+    folder = index_path(config.shards).parent
+    per_split, problems = collect(folder, index)
     if config.picture:
         atomic_write_bytes(folder / "stats.png", _picture(per_split))
     public = {name: {k: v for k, v in stats.items() if not k.startswith("_")} for name, stats in per_split.items()}
     atomic_write_json(folder / "stats.json", public)
 
-    table = Table(title=f"keyseg shards stats {folder}", box=box.SIMPLE_HEAD)
+    # Split names, shard paths, keys and reasons are data: escaped, so "[/]" prints as itself.
+    table = Table(title=escape(f"keyseg shards stats {folder}"), box=box.SIMPLE_HEAD,
+                  caption="bad: samples/shards that could not be used" if problems else None)
     table.add_column("source:split", no_wrap=True)
-    for column in ("images", "targets", "per img", "kw", "MB", "size", "area"):
+    columns = ("images", "targets", "per img", "kw", "MB", "size", "area") + (("bad",) if problems else ())
+    for column in columns:
         table.add_column(column, justify="right")
     for name, stats in public.items():
         coverage = stats["keyword_coverage"]
         median_size = (f"{stats['width']['median']:.0f}x{stats['height']['median']:.0f}"
                        if stats["width"] else "-")
         area = stats["mask_area_fraction"]
-        table.add_row(name, str(stats["samples"]), str(stats["targets"]),
+        bad = f"[red]{stats['bad_samples']}/{stats['bad_shards']}[/]" if stats["problems"] else "0"
+        table.add_row(escape(name), str(stats["samples"]), str(stats["targets"]),
                       f"{stats['targets'] / stats['samples']:.2f}" if stats["samples"] else "-",
                       f"{100 * coverage:.0f}%" if coverage is not None else "-", f"{stats['bytes'] / 1e6:.1f}",
-                      median_size, f"{100 * area['median']:.1f}%" if area else "-")
+                      median_size, f"{100 * area['median']:.1f}%" if area else "-", *((bad,) if problems else ()))
     console.print(table)
+    for problem in problems[:30]:
+        key = f" {problem['key']}" if problem["key"] else ""
+        console.print(f"[red]{escape(problem['shard'])}[/]{escape(key)}: {escape(problem['problem'])}",
+                      soft_wrap=True)
+    if problems:
+        console.print(f"[red]{len(problems)} problem(s)[/]: the statistics cover the good samples only; "
+                      f"details in {escape(str(folder / 'stats.json'))}", soft_wrap=True)
     if config.picture:
-        console.print(f"histograms: {folder / 'stats.png'}")
-    return public
+        console.print(f"histograms: {escape(str(folder / 'stats.png'))}", soft_wrap=True)
+    return StatsResult(splits=public, errors=problems)

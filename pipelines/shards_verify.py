@@ -1,27 +1,37 @@
 """`keyseg shards verify DIR`: re-hash every shard and decode every sample.
 
 Reports truncated or corrupt shards (hash, size or tar structure), unsafe member names,
-and bad samples (missing members, unreadable JSON, undecodable image, RLE of the wrong
-size), each with shard and key. Writes DIR/verify_report.json; exit code 1 on any problem.
+shard paths in index.json that leave DIR, and bad samples (missing members, JSON that
+breaks the sample format, an image over the pixel bound or undecodable, RLE of the wrong
+size), each with shard and key; the other samples are still verified. An image is checked
+against the pixel bound (`--max-image-pixels`) from its header, before any decoding.
+Writes DIR/verify_report.json; exit code 1 on any problem.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import io
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from keyseg.images import ImageError, image_info
+from keyseg.errors import DataError
+from keyseg.images import ImageError, image_info, max_image_pixels, set_max_image_pixels
 from keyseg.io import atomic_write_json
-from keyseg.shards.samples import decode_mask
+from keyseg.shards.index import index_path, read_index, shard_path
+from keyseg.shards.samples import BadSampleError, decode_mask, read_sample
 from keyseg.shards.tario import UnsafeMemberError, iter_samples
+
+# What reading a damaged tar can raise (tarfile's own errors, a short read, a refused name).
+TAR_ERRORS = (tarfile.TarError, UnsafeMemberError, EOFError, OSError)
 
 
 @dataclass
@@ -29,6 +39,7 @@ class VerifyConfig:
     shards: Path  # a shard set folder with index.json
     decode_images: bool = True  # full OpenCV decode of every image (else header only)
     show_progress: bool = True
+    max_image_pixels: int | None = None  # refuse larger images unread; None: the process's bound
 
 
 @dataclass
@@ -38,85 +49,97 @@ class VerifyResult:
     problems: list[dict]
 
 
-def load_index(folder: Path) -> dict:
-    path = Path(folder) / "index.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not found (is {folder} a shard set written by keyseg shard?)") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: invalid JSON ({error})") from None
-
-
 def check_sample(key: str, members: dict[str, bytes], decode_images: bool) -> str | None:
     """Why a sample is bad, or None."""
-    if set(members) != {"jpg", "json"}:
-        return f"members {sorted(members)} (expected jpg and json)"
     try:
-        sample = json.loads(members["json"].decode("utf-8"))
-        width, height, targets = sample["width"], sample["height"], sample["targets"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
-        return f"unreadable json ({type(error).__name__}: {error})"
-    if sample.get("id") != key:
-        return f"json id {sample.get('id')!r} differs from the key"
+        sample = read_sample(key, members)
+    except BadSampleError as error:
+        return str(error)
+    width, height = sample["width"], sample["height"]
     try:
-        info = image_info(members["jpg"], decode=decode_images)
-    except ImageError as error:
-        return f"image: {error}"
+        info = image_info(members["jpg"], decode=decode_images)  # the header's size is checked first
+    except (ImageError, cv2.error) as error:
+        return f"undecodable jpg: {error}"
     if (info.width, info.height) != (width, height):
-        return f"image is {info.width}x{info.height}, json says {width}x{height}"
-    for index, target in enumerate(targets):
+        return f"image size mismatch: image is {info.width}x{info.height}, json says {width}x{height}"
+    for index, target in enumerate(sample["targets"]):
         try:
             mask = decode_mask(target["mask"])
-        except Exception as error:  # pycocotools raises assorted types on bad RLE
-            return f"target {index}: undecodable mask ({type(error).__name__}: {error})"
+        except ValueError as error:
+            return f"undecodable mask: target {index} ({error})"
         if mask.shape != (height, width):
-            return f"target {index}: mask is {mask.shape[1]}x{mask.shape[0]}, image {width}x{height}"
+            return f"mask size mismatch: target {index} is {mask.shape[1]}x{mask.shape[0]}, image {width}x{height}"
     return None
 
 
-def _verify_shard(folder: Path, shard: dict, name: str, decode_images: bool, problems: list[dict]) -> int:
-    path = folder / shard["path"]
-    where = {"split": name, "shard": shard["path"]}
+def _expected(entry: dict, field: str, kind: type):
+    value = entry.get(field)
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def _verify_shard(folder: Path, entry: dict, name: str, decode_images: bool, problems: list[dict]) -> int:
+    where = {"split": name, "shard": entry["path"]}
+    try:
+        path = shard_path(folder, entry)  # an index naming ../.., /abs or pipe:cmd is reported, not read
+    except DataError as error:
+        problems.append({**where, "key": None, "problem": f"refused shard path: {error.reason}"})
+        return 0
     if not path.is_file():
         problems.append({**where, "key": None, "problem": "missing shard"})
         return 0
-    data = path.read_bytes()
-    if len(data) != shard["bytes"]:
-        problems.append({**where, "key": None, "problem": f"size {len(data)} bytes, index says {shard['bytes']} "
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        problems.append({**where, "key": None, "problem": f"unreadable shard: {error.strerror or error}"})
+        return 0
+    size, sha256 = _expected(entry, "bytes", int), _expected(entry, "sha256", str)
+    if size is not None and len(data) != size:
+        problems.append({**where, "key": None, "problem": f"size {len(data)} bytes, index says {size} "
                                                          "(truncated or rewritten)"})
-    elif hashlib.sha256(data).hexdigest() != shard["sha256"]:
+    elif sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         problems.append({**where, "key": None, "problem": "sha256 differs from the index (corrupt)"})
+    elif size is None or sha256 is None:
+        problems.append({**where, "key": None, "problem": "index entry has no bytes/sha256 to check against"})
     count = 0
-    import io
-
     try:
         for key, members in iter_samples(io.BytesIO(data)):
             count += 1
             reason = check_sample(key, members, decode_images)
             if reason:
                 problems.append({**where, "key": key, "problem": reason})
-    except (tarfile.TarError, UnsafeMemberError, EOFError, OSError) as error:
+    except TAR_ERRORS as error:
         problems.append({**where, "key": None, "problem": f"unreadable tar after {count} samples ({error})"})
-    if count != shard["samples"]:
-        problems.append({**where, "key": None, "problem": f"{count} samples, index says {shard['samples']}"})
+    expected = _expected(entry, "samples", int)
+    if expected is not None and count != expected:
+        problems.append({**where, "key": None, "problem": f"{count} samples, index says {expected}"})
     return count
 
 
 def run(config: VerifyConfig, console: Console | None = None) -> VerifyResult:
     console = console or Console(stderr=True)
-    folder = Path(config.shards)
-    index = load_index(folder)
-    shards = [(name, shard) for name, split in index["splits"].items() for shard in split["shards"]]
+    if config.max_image_pixels is None:
+        return _run(config, console)
+    previous = max_image_pixels()
+    set_max_image_pixels(config.max_image_pixels)
+    try:
+        return _run(config, console)
+    finally:
+        set_max_image_pixels(previous)  # a library call leaves the process bound as it was
+
+
+def _run(config: VerifyConfig, console: Console) -> VerifyResult:
+    index = read_index(config.shards)
+    folder = index_path(config.shards).parent
+    shards = [(name, entry) for name, split in index["splits"].items() for entry in split["shards"]]
     problems: list[dict] = []
     samples = 0
     columns = (TextColumn("[bold]verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not config.show_progress) as progress:
         bar = progress.add_task("verify", total=len(shards))
-        for name, shard in shards:
-            samples += _verify_shard(folder, shard, name, config.decode_images, problems)
+        for name, entry in shards:
+            samples += _verify_shard(folder, entry, name, config.decode_images, problems)
             progress.advance(bar)
-    indexed = {shard["path"] for _, shard in shards}
+    indexed = {entry["path"] for _, entry in shards}
     for path in sorted(folder.glob("*/*/*.tar")):
         if path.relative_to(folder).as_posix() not in indexed:
             problems.append({"split": None, "shard": path.relative_to(folder).as_posix(), "key": None,
@@ -124,11 +147,16 @@ def run(config: VerifyConfig, console: Console | None = None) -> VerifyResult:
     result = VerifyResult(shards=len(shards), samples=samples, problems=problems)
     atomic_write_json(folder / "verify_report.json",
                       {"shards": len(shards), "samples": samples, "ok": not problems, "problems": problems})
-    table = Table(title=f"keyseg shards verify {folder}", box=box.SIMPLE_HEAD)
+    table = Table(title=escape(f"keyseg shards verify {folder}"), box=box.SIMPLE_HEAD)
     for column in ("shards", "samples", "problems"):
         table.add_column(column, justify="right")
     table.add_row(str(len(shards)), str(samples), f"[red]{len(problems)}[/]" if problems else "[green]0")
     console.print(table)
+    # Shard names, keys and reasons are data: escaped, so "[/]" prints as itself.
     for problem in problems[:30]:
-        console.print(f"[red]{problem['shard']}[/] {problem['key'] or ''}: {problem['problem']}")
+        key = f" {problem['key']}" if problem["key"] else ""
+        console.print(f"[red]{escape(problem['shard'])}[/]{escape(key)}: {escape(problem['problem'])}",
+                      soft_wrap=True)
+    if len(problems) > 30:
+        console.print(f"... {len(problems) - 30} more in {escape(str(folder / 'verify_report.json'))}")
     return result

@@ -11,24 +11,27 @@ Keywords: refer targets (source starting with "refcoco") use the chosen expressi
 other sources use the target's mined `keyword` (may be None).
 
 Anything wrong with a sample's bytes raises `CorruptSampleError` with the reason; the
-loader logs, counts and skips those. Checks: both members present, JSON parses and has the
-fields we read, OpenCV decodes the JPEG, the image size equals the json's width/height,
-and every used mask RLE has the image's size.
+loader logs, counts and skips those. Checks, cheapest first and before any pixel is
+decoded: both members present; the JSON parses and passes `check_sample_json` (the shard
+format's one schema check: types, image size within the pixel bound, mask RLEs of the
+image's size); the json id equals the sample key (a tar member name cannot smuggle a path
+into a key); the image shape suits the SAM and CLIP views; the JPEG header is within the
+pixel bound; OpenCV decodes it to the json's width/height.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 
 from keyseg.data.conversation import ConversationConfig, can_explain, eval_pair, explanatory_pair, train_pair
-from keyseg.data.transforms import ClipInput, SamInput, decode_rgb
+from keyseg.data.transforms import ClipInput, SamInput, check_view_size, decode_rgb
 from keyseg.images import ImageError
-from keyseg.shards.samples import decode_mask
+from keyseg.shards.samples import BadSampleError, decode_mask, read_sample_json
 
 MODES = ("train", "eval")
 
@@ -58,28 +61,11 @@ def is_refer_source(source: str) -> bool:
 
 
 def parse_sample_json(data: bytes) -> dict:
-    """The shard json, with the fields the decoder reads checked (CorruptSampleError if not)."""
+    """The shard json, checked by the format's `check_sample_json` (CorruptSampleError if bad)."""
     try:
-        document = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CorruptSampleError(f"corrupt json: {error}") from None
-    try:
-        width, height = int(document["width"]), int(document["height"])
-        targets = document["targets"]
-        if not isinstance(targets, list) or not targets:
-            raise ValueError("no targets")
-        for target in targets:
-            texts = target["texts"]
-            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-                raise ValueError("texts must be a non-empty list of strings")
-            if not isinstance(target["mask"], dict):
-                raise ValueError("mask must be an object")
-        str(document["source"]), str(document["split"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CorruptSampleError(f"bad json fields: {error!r}") from None
-    if width < 1 or height < 1:
-        raise CorruptSampleError(f"bad json fields: size {width}x{height}")
-    return document
+        return read_sample_json(data)
+    except BadSampleError as error:
+        raise CorruptSampleError(str(error)) from None
 
 
 def choose_queries(targets: list[dict], num_queries: int, rng: random.Random) -> list[tuple[int, int]]:
@@ -101,13 +87,20 @@ class SampleDecoder:
 
     def __call__(self, raw: dict, rng: random.Random | None = None) -> dict:
         config = self.config
-        key = raw.get("__key__", "?")
         if "json" not in raw or "jpg" not in raw:
             raise CorruptSampleError(f"missing member: has {sorted(k for k in raw if not k.startswith('__'))}")
         document = parse_sample_json(raw["json"])
+        key = raw.get("__key__", document["id"])
+        if key != document["id"]:
+            # Keys name output files (evaluate's predictions): only the checked plain id is trusted.
+            raise CorruptSampleError(f"key mismatch: json id {document['id']!r} differs from the key {key!r}")
         try:
-            image = decode_rgb(raw["jpg"])
-        except ImageError as error:
+            check_view_size(document["height"], document["width"], config.sam_size)
+        except ValueError as error:
+            raise CorruptSampleError(f"unusable image shape: {error}") from None
+        try:
+            image = decode_rgb(raw["jpg"])  # refuses an image over the pixel bound from its header
+        except (ImageError, cv2.error) as error:
             raise CorruptSampleError(f"undecodable jpg: {error}") from None
         height, width = image.shape[:2]
         if (height, width) != (document["height"], document["width"]):
@@ -124,8 +117,8 @@ class SampleDecoder:
         explained = self._pick_explanatory(targets, queries, rng)
         for position, (target_index, text_index) in enumerate(queries):
             target = targets[target_index]
-            text, sentence = target["texts"][text_index], bool(target.get("is_sentence", False))
-            keyword = text if is_refer_source(document["source"]) else target.get("keyword")
+            text, sentence = target["texts"][text_index], target["is_sentence"]
+            keyword = text if is_refer_source(document["source"]) else target["keyword"]
             if config.mode == "eval":
                 question, answer = eval_pair(text, sentence, config.conversation)
             elif position == explained:
@@ -145,7 +138,7 @@ class SampleDecoder:
         return {
             "key": key,
             "url": raw.get("__url__"),
-            "id": document.get("id"),
+            "id": document["id"],
             "source": document["source"],
             "split": document["split"],
             "image_sam": image_sam,
@@ -173,7 +166,7 @@ class SampleDecoder:
             return None
         for position, (target_index, _) in enumerate(queries):
             target = targets[target_index]
-            if can_explain(target.get("explanatory"), target.get("explanatory_query")):
+            if can_explain(target["explanatory"], target["explanatory_query"]):
                 return position if rng.random() < probability else None
         return None
 
@@ -185,8 +178,8 @@ class SampleDecoder:
                 continue
             try:
                 mask = decode_mask(targets[index]["mask"])
-            except Exception as error:  # pycocotools raises assorted types for bad RLEs
-                raise CorruptSampleError(f"undecodable mask: target {index} ({error!r})") from None
+            except ValueError as error:  # checked by check_sample_json already: belt and braces
+                raise CorruptSampleError(f"undecodable mask: target {index} ({error})") from None
             if mask.shape != (height, width):
                 raise CorruptSampleError(f"mask size mismatch: target {index} is {mask.shape[1]}x{mask.shape[0]}, "
                                          f"the image {width}x{height}")

@@ -24,6 +24,11 @@ lookup table: bit-identical output in a fraction of the time.
 
 Images are expected as decoded by `decode_rgb`: OpenCV's decoder (EXIF orientation
 applied, like `cv2.imread`) converted BGR -> RGB, so their size equals the shard json's.
+
+Shape bound (`check_view_size`): the CLIP view scales the short side up to S, so a sliver
+is a memory bomb within any pixel bound (a 1 x 100000 image becomes 224 x 22,400,000
+pixels, 15 GB), and SAM rounds a sliver's short side down to 0. Images more than
+`MAX_ASPECT_RATIO` times longer than wide (or the reverse) are refused before decoding.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Photos stay far below 100:1; at 100:1 the CLIP resize is 224 x 22,400 pixels (15 MB).
+MAX_ASPECT_RATIO = 100
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
@@ -50,6 +57,16 @@ def sam_resize_shape(height: int, width: int, size: int = 1024) -> tuple[int, in
     """(new_h, new_w) with the longest side `size`; SAM rounds with int(x + 0.5)."""
     scale = size * 1.0 / max(height, width)
     return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def check_view_size(height: int, width: int, sam_size: int = 1024) -> None:
+    """ValueError for an image too elongated for the two views (see the module docstring)."""
+    if height < 1 or width < 1:
+        raise ValueError(f"image size {width}x{height} is not positive")
+    if max(height, width) > MAX_ASPECT_RATIO * min(height, width):
+        raise ValueError(f"{width}x{height} is more elongated than {MAX_ASPECT_RATIO}:1")
+    if min(sam_resize_shape(height, width, sam_size)) < 1:
+        raise ValueError(f"{width}x{height} has a side that rounds to 0 pixels in the {sam_size}px SAM view")
 
 
 def _check_rgb(image_rgb: np.ndarray) -> None:
@@ -79,6 +96,7 @@ def sam_input(image_rgb: np.ndarray, size: int = 1024, lut: np.ndarray | None = 
     """
     _check_rgb(image_rgb)
     height, width = image_rgb.shape[:2]
+    check_view_size(height, width, size)
     new_h, new_w = sam_resize_shape(height, width, size)
     if (new_h, new_w) == (height, width):
         resized = image_rgb  # PIL returns a copy of the same pixels for a same-size resize
@@ -139,6 +157,7 @@ class ClipInput:
     def __call__(self, image_rgb: np.ndarray) -> torch.Tensor:
         """float32 (3, size, size), equal to `reference(image_rgb)`."""
         _check_rgb(image_rgb)
+        check_view_size(*image_rgb.shape[:2])
         new_h, new_w = clip_resize_shape(*image_rgb.shape[:2], self.size)
         # The processor resizes through PIL: bicubic, reducing_gap=None.
         resized = np.asarray(Image.fromarray(image_rgb).resize((new_w, new_h), resample=Image.BICUBIC))

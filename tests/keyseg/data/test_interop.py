@@ -80,3 +80,25 @@ def test_plain_webdataset_iterates_our_shards(shard_set):
         assert sample["jpg"] == samples[sample["__key__"]]["jpg"]  # original bytes, untouched
         seen.append(sample["__key__"])
     assert sorted(seen) == sorted(samples)
+
+
+def test_schema_check_and_hf_features_name_the_same_fields():
+    """`check_sample_json` requires exactly the fields the `datasets` schema declares (and
+    the writer writes), so the two descriptions of the format cannot drift apart."""
+    from loader_rank_worker import make_sample
+
+    from keyseg.shards.samples import check_sample_json
+
+    document = hf_features()["json"]
+    target = document["targets"].feature
+    sample = make_sample("refcoco", "val", 0)["json"]
+    assert set(sample) == set(document) and set(sample["targets"][0]) == set(target)
+    assert check_sample_json(sample) is None
+    for name in document:
+        broken = json.loads(json.dumps(sample))
+        del broken[name]
+        assert check_sample_json(broken) == f"bad json fields: {name} is missing"
+    for name in target:
+        broken = json.loads(json.dumps(sample))
+        del broken["targets"][0][name]
+        assert check_sample_json(broken) == f"bad json fields: targets[0].{name} is missing"

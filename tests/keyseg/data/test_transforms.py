@@ -127,3 +127,23 @@ def test_decode_rgb_is_opencv_with_exif_orientation():
     assert rgb.shape == (70, 40, 3)
     expected = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     assert np.array_equal(rgb, expected)
+
+
+@pytest.mark.parametrize("height, width", [(1, 2000), (2000, 1), (3, 400)])
+def test_sliver_images_are_refused_before_any_resize(height, width):
+    # The CLIP view scales the short side up to S: a 1 x 2000 sliver would become
+    # 224 x 448,000 pixels. Refused by shape, so nothing is allocated.
+    image = np.zeros((height, width, 3), np.uint8)
+    with pytest.raises(ValueError, match="more elongated than 100:1"):
+        ClipInput(224)(image)
+    with pytest.raises(ValueError, match="more elongated than 100:1"):
+        sam_input(image, 1024)
+
+
+def test_sam_view_side_rounding_to_zero_is_refused():
+    # 80:1 is within the aspect bound, but a 32px SAM view would be int(0.4 + 0.5) = 0 pixels tall.
+    image = np.zeros((1, 80, 3), np.uint8)
+    with pytest.raises(ValueError, match="rounds to 0 pixels in the 32px SAM view"):
+        sam_input(image, 32)
+    assert sam_input(image, 128)[1] == (2, 128)
+    assert ClipInput(16)(image).shape == (3, 16, 16)
