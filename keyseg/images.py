@@ -109,7 +109,10 @@ def decode_image(data: bytes) -> np.ndarray:
     The header is read first: an image over the pixel bound is refused before OpenCV
     allocates anything."""
     _header(data)
-    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    try:
+        decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as error:
+        raise ImageError(f"OpenCV cannot decode it ({str(error).strip().splitlines()[-1][:200]})") from None
     if decoded is None:
         raise ImageError("OpenCV cannot decode it")
     return decoded

@@ -145,15 +145,23 @@ def iter_members(fileobj: BinaryIO) -> Iterator[tuple[str, bytes]]:
 
 
 def iter_samples(fileobj: BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) per sample; members of one sample are adjacent."""
+    """(key, {extension: bytes}) per sample; members of one sample are adjacent.
+
+    When the tar breaks, the sample read completely before the break is still yielded,
+    then the error is raised."""
     key, members = None, {}
-    for name, data in iter_members(fileobj):
-        member_key, extension = name.split(".", 1)
-        if member_key != key and key is not None:
+    try:
+        for name, data in iter_members(fileobj):
+            member_key, extension = name.split(".", 1)
+            if member_key != key and key is not None:
+                yield key, members
+                members = {}
+            key = member_key
+            members[extension] = data
+    except (tarfile.TarError, EOFError, OSError):
+        if key is not None:
             yield key, members
-            members = {}
-        key = member_key
-        members[extension] = data
+        raise
     if key is not None:
         yield key, members
 

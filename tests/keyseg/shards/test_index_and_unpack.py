@@ -113,3 +113,23 @@ def test_unpack_of_a_truncated_tar_writes_nothing(tmp_path):
         unpack_shard(truncated, out)
     assert not out.exists()
     assert [p.name for p in unpack_shard(shard, out)] == [f"s{i}.jpg" for i in range(40)]
+
+
+def test_samples_read_before_a_tar_breaks_are_still_yielded(tmp_path):
+    from keyseg.shards.tario import iter_samples
+
+    shard = tmp_path / "s.tar"
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for key in ("a", "b", "c"):
+            for extension in ("jpg", "json"):
+                info = tarfile.TarInfo(f"{key}.{extension}")
+                info.size = 1000
+                tar.addfile(info, io.BytesIO(bytes(1000)))
+    data = shard.read_bytes()
+    # Cut inside c.json's data: a and b are whole, c has its jpg only.
+    cut = data[: data.index(b"c.json") + 512 + 100]
+    seen = []
+    with pytest.raises(tarfile.ReadError):
+        for key, members in iter_samples(io.BytesIO(cut)):
+            seen.append((key, sorted(members)))
+    assert seen == [("a", ["jpg", "json"]), ("b", ["jpg", "json"]), ("c", ["jpg"])]
