@@ -8,26 +8,35 @@ validate: a verdict for every keyword of an existing file (e.g. the published on
 Outputs (generate): the keyword file in the published schema and order, a JSON report
 (per record: keyword, evidence, verdict, reason; summary; prompt and config used) and
 `mine_keywords_config.json` beside the keyword file.
+
+Ctrl-C: nothing new is sent, the requests in flight get `interrupt_grace` seconds to land
+in the answer cache (a second Ctrl-C stops at once), no output is written, and the same
+command resumes from the cache.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from keyseg.io import atomic_write_json, atomic_write_jsonl, read_jsonl
-from keyseg.keywords.backends import HeuristicBackend
-from keyseg.keywords.cache import AnswerCache, default_cache_dir
+from keyseg.errors import DataError, UsageError
+from keyseg.io import atomic_write_json, atomic_write_jsonl
+from keyseg.keywords.backends import DEFAULT_MAX_RETRY_WAIT, HeuristicBackend
+from keyseg.keywords.cache import AnswerCache, default_cache_dir, is_cache_key
 from keyseg.keywords.grounding import Verdict, check_keyword, keywords_agree, normalize_keyword
 from keyseg.keywords.heuristic import HEURISTIC_LIMITS
-from keyseg.keywords.miner import KeywordMiner, MinedKeyword, request_key
+from keyseg.keywords.miner import DEFAULT_INTERRUPT_GRACE, KeywordMiner, MinedKeyword, MiningInterrupted, request_key
 from keyseg.keywords.prompt import prompt_description
 from keyseg.keywords.records import KeywordRecord, default_output_path, load_records
 
@@ -47,6 +56,8 @@ class MineKeywordsConfig:
     requests_per_minute: float | None = None
     timeout: float = 60.0  # seconds per request
     max_attempts: int = 4  # our attempts per request, each with the client's own retries inside
+    max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT  # seconds; a longer Retry-After is cut to this
+    interrupt_grace: float = DEFAULT_INTERRUPT_GRACE  # seconds in-flight requests get after Ctrl-C
     cache_dir: Path | None = None  # default: the user cache directory
     use_cache: bool = True
     report: Path | None = None
@@ -66,57 +77,70 @@ class MineKeywordsResult:
 
 def resolve_backend_name(config: MineKeywordsConfig) -> str:
     if config.backend not in BACKENDS:
-        raise ValueError(f"unknown backend {config.backend!r}; choose from {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown backend {config.backend!r}; choose from {', '.join(BACKENDS)}")
     if config.backend != "auto":
         return config.backend
     return "openai" if (config.model or config.base_url) else "heuristic"
 
 
-def make_backend(config: MineKeywordsConfig):
+def make_backend(config: MineKeywordsConfig, notify=None):
     name = resolve_backend_name(config)
     if name == "heuristic":
         return HeuristicBackend()
     if not config.model:
-        raise ValueError(f"--model is required for the {name} backend")
+        raise UsageError(f"--model is required for the {name} backend")
     if name == "hf":
         from keyseg.keywords.backends import HFBackend
 
         if not Path(config.model).is_dir():
-            raise ValueError(f"{config.model}: the hf backend needs a local model folder")
+            raise UsageError(f"{config.model}: the hf backend needs a local model folder")
         return HFBackend(config.model)
     from keyseg.keywords.backends import OpenAIBackend
 
     # Local servers (vLLM, Ollama, llama.cpp) accept any key; the client insists on one.
     api_key = os.environ.get(config.api_key_env) or "unused"
     return OpenAIBackend(model=config.model, api_key=api_key, base_url=config.base_url, timeout=config.timeout,
-                         requests_per_minute=config.requests_per_minute, max_attempts=config.max_attempts)
+                         requests_per_minute=config.requests_per_minute, max_attempts=config.max_attempts,
+                         max_retry_wait=config.max_retry_wait, notify=notify)
 
 
 def run(config: MineKeywordsConfig, console: Console | None = None) -> MineKeywordsResult:
     console = console or Console(stderr=True)
     if config.mode not in ("generate", "validate"):
-        raise ValueError(f"unknown mode {config.mode!r}")
+        raise UsageError(f"unknown mode {config.mode!r}")
     # Argument mistakes must surface before any request is paid for.
     prices = parse_prices(config.price_per_mtok)
     if config.fix and Path(config.fix).resolve() == Path(config.input).resolve():
-        raise ValueError("--fix must name a new file: the input is never overwritten")
+        raise UsageError("--fix must name a new file: the input is never overwritten")
     records = load_records(config.input)
-    backend = make_backend(config)
+
+    def notify(text: str) -> None:  # one line, whatever a file name or the server put in it
+        console.print(escape(text.replace("\r", "\\r").replace("\n", "\\n")), soft_wrap=True, highlight=False)
+
+    backend = make_backend(config, notify)
     cache_folder = (config.cache_dir or default_cache_dir()) if config.use_cache else None
     # The heuristic is instant and deterministic: caching it would only litter the disk.
     cache = AnswerCache(cache_folder if backend.name != "heuristic" else None)
 
     if config.batch_results:
-        ingested = ingest_batch_results(config.batch_results, cache)
-        console.print(f"ingested {ingested} batch results from {config.batch_results}")
+        ingested, skipped = ingest_batch_results(config.batch_results, cache)
+        notify(f"ingested {ingested} batch results from {config.batch_results}"
+               + (f"; skipped {skipped} without a usable answer (asked live instead)" if skipped else ""))
     if config.batch_file:
         written = write_batch_file(config.batch_file, records, backend, cache)
-        console.print(f"wrote {written} requests to {config.batch_file} (OpenAI Batch API input format); "
-                      f"run again with --batch-results to use the answers")
+        notify(f"wrote {written} requests to {config.batch_file} (OpenAI Batch API input format); "
+               f"run again with --batch-results to use the answers")
         return MineKeywordsResult({"batch_requests": written}, config.batch_file, None)
 
-    miner = KeywordMiner(backend, cache, concurrency=config.concurrency)
-    mined = _mine_with_progress(miner, records, console, config.show_progress, config.mode)
+    miner = KeywordMiner(backend, cache, concurrency=config.concurrency, interrupt_grace=config.interrupt_grace,
+                         notify=notify)
+    try:
+        mined = _mine_with_progress(miner, records, console, config.show_progress, config.mode)
+    except MiningInterrupted:
+        kept = f"{miner.stats.calls} answer(s) received this run are in the cache" if cache.folder else \
+            "the cache is off, so no answer was kept"
+        notify(f"interrupted: {kept}; run the same command again to resume")
+        raise KeyboardInterrupt from None
     used = _config_used(config, backend, cache_folder)
 
     if config.mode == "generate":
@@ -157,12 +181,27 @@ def _mine_with_progress(miner: KeywordMiner, records, console, show: bool, mode:
 
         async def mine_then_close() -> list[MinedKeyword]:
             # One event loop for the client's whole life: its connections belong to it.
+            loop = asyncio.get_running_loop()
+            restore = _route_sigint(lambda: loop.call_soon_threadsafe(miner.interrupt))
             try:
                 return await miner.mine_all(records, on_done=done)
             finally:
+                restore()
                 await miner.backend.aclose()
 
         return asyncio.run(mine_then_close())
+
+
+def _route_sigint(callback):
+    """Ctrl-C calls `callback` instead of raising KeyboardInterrupt; returns the undo.
+
+    Only where Python handles SIGINT itself (main thread, a Python-level handler): an
+    ignored SIGINT stays ignored, and a thread cannot set handlers."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        return lambda: None
+    signal.signal(signal.SIGINT, lambda signum, frame: callback())
+    return lambda: signal.signal(signal.SIGINT, previous)
 
 
 def _evidence(verdict: Verdict) -> list[dict]:
@@ -177,7 +216,10 @@ def _generate_row(index: int, record: KeywordRecord, result: MinedKeyword) -> di
 
 def _validate_row(index: int, record: KeywordRecord, own: MinedKeyword, backend_name: str) -> dict:
     published = record.keyword
-    verdict = check_keyword(published, record.query, record.outputs)
+    if published is None or isinstance(published, str):
+        verdict = check_keyword(published, record.query, record.outputs)
+    else:  # a number, list or object where the keyword belongs: this record's problem only
+        verdict = Verdict("not_a_string", f"the keyword is {type(published).__name__}, not a string or null", ())
     code, reason = verdict.code, verdict.reason
     differs = bool(verdict.ok and own.keyword and not keywords_agree(normalize_keyword(published), own.keyword))
     # Only a language model's disagreement is a verdict; the heuristic picks the wrong
@@ -200,7 +242,7 @@ def parse_prices(text: str | None) -> tuple[float, float] | None:
     except ValueError:
         prices = []
     if len(prices) not in (1, 2) or any(price < 0 for price in prices):
-        raise ValueError(f"--price-per-mtok {text!r}: expected IN or IN,OUT in US$ per million tokens, e.g. 0.15,0.6")
+        raise UsageError(f"--price-per-mtok {text!r}: expected IN or IN,OUT in US$ per million tokens, e.g. 0.15,0.6")
     return prices[0], prices[-1]
 
 
@@ -233,10 +275,11 @@ def _print_summary(console: Console, rows, summary: dict, mode: str, report_path
     table.add_column("value", justify="right")
     table.add_row("records", str(summary["records"]))
     for verdict, count in sorted(summary["verdicts"].items()):
-        table.add_row(f"verdict: {verdict}", str(count))
+        table.add_row(f"verdict: {escape(verdict)}", str(count))
     if "own_keyword_differs" in summary:
         table.add_row("own keyword differs", str(summary["own_keyword_differs"]))
-    for key in ("calls", "cache_hits", "retries", "failures", "prompt_tokens", "completion_tokens"):
+    for key in ("calls", "cache_hits", "deduplicated", "retries", "client_retries", "failures", "prompt_tokens",
+                "completion_tokens"):
         table.add_row(key.replace("_", " "), str(summary[key]))
     if "estimated_cost_usd" in summary:
         table.add_row("estimated cost (US$)", f"{summary['estimated_cost_usd']:.4f}")
@@ -246,18 +289,19 @@ def _print_summary(console: Console, rows, summary: dict, mode: str, report_path
         detail = Table(title=f"flagged records ({len(flagged)})", box=box.SIMPLE_HEAD)
         for column in ("index", "keyword", "verdict", "reason"):
             detail.add_column(column, overflow="fold", no_wrap=column != "reason")
-        for row in flagged[:40]:
-            detail.add_row(str(row["index"]), str(row["keyword"]), row["verdict"], row["reason"])
+        for row in flagged[:40]:  # keywords and reasons quote the data: escaped
+            detail.add_row(str(row["index"]), escape(str(row["keyword"])), escape(row["verdict"]),
+                           escape(row["reason"]))
         console.print(detail)
         if len(flagged) > 40:
             console.print(f"... and {len(flagged) - 40} more in the report")
-    console.print(f"report: {report_path}" + (f"\nkeywords: {out}" if out else ""))
+    console.print(escape(f"report: {report_path}" + (f"\nkeywords: {out}" if out else "")), highlight=False)
 
 
 def write_batch_file(path: Path, records: list[KeywordRecord], backend, cache: AnswerCache) -> int:
     """OpenAI Batch API input: one chat request per record not answered yet."""
     if not hasattr(backend, "request_body"):
-        raise ValueError("--batch-file needs the openai backend (--model NAME)")
+        raise UsageError("--batch-file needs the openai backend (--model NAME)")
     lines = []
     for record in records:
         key = request_key(backend, record, None)
@@ -268,18 +312,57 @@ def write_batch_file(path: Path, records: list[KeywordRecord], backend, cache: A
     return len(lines)
 
 
-def ingest_batch_results(path: Path, cache: AnswerCache) -> int:
-    """Store Batch API output lines (custom_id = our cache key) as cached answers."""
-    ingested = 0
-    for line in read_jsonl(path):
-        response = line.get("response") or {}
-        body = response.get("body") or {}
-        choices = body.get("choices") or []
-        if response.get("status_code") != 200 or not choices or not line.get("custom_id"):
+def ingest_batch_results(path: Path, cache: AnswerCache) -> tuple[int, int]:
+    """Store Batch API output lines (custom_id = our cache key) as cached answers.
+
+    Returns (ingested, skipped). A line that is not a JSON object means the file is not a
+    Batch API output: DataError, before anything is stored. A line without a usable answer
+    (a failed request, an id that is not one of our cache keys, a reply of the wrong
+    shape) is skipped: its record is asked live.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(path, f"not UTF-8 JSON Lines ({error.reason} at byte {error.start})") from None
+    answers, skipped = [], 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
             continue
-        usage = body.get("usage") or {}
-        cache.put(line["custom_id"], {"content": choices[0]["message"]["content"],
-                                      "prompt_tokens": usage.get("prompt_tokens", 0),
-                                      "completion_tokens": usage.get("completion_tokens", 0)})
-        ingested += 1
-    return ingested
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(path, f"line {number}: not JSON ({error.msg}); expected Batch API output lines") from None
+        if not isinstance(item, dict):
+            raise DataError(path, f"line {number}: expected a JSON object, found {type(item).__name__}")
+        answer = _batch_answer(item)
+        if answer is None:
+            skipped += 1
+        else:
+            answers.append(answer)
+    for key, entry in answers:
+        cache.put(key, entry)
+    return len(answers), skipped
+
+
+def _batch_answer(item: dict) -> tuple[str, dict] | None:
+    """(cache key, cache entry) of one Batch API output line, or None when it has no answer."""
+    key, response = item.get("custom_id"), item.get("response")
+    # The id names a cache file: only a key we could have made is used.
+    if not is_cache_key(key) or not isinstance(response, dict) or response.get("status_code") != 200:
+        return None
+    body = response.get("body")
+    choices = body.get("choices") if isinstance(body, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    message = choice.get("message") if isinstance(choice, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        return None
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+
+    def tokens(name: str) -> int:
+        value = usage.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+    return key, {"content": content, "prompt_tokens": tokens("prompt_tokens"),
+                 "completion_tokens": tokens("completion_tokens")}

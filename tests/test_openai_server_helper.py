@@ -184,3 +184,71 @@ def test_stop_is_prompt_with_a_request_in_flight():
     thread.join(timeout=5)
     assert not thread.is_alive()  # stop() hung up instead of waiting out the 30 s fault
     assert outcome == [openai.APIConnectionError]  # hung up, not answered
+
+
+def test_raw_retry_after_fault_sends_exactly_that_header(server):
+    server.inject("429-raw:Wed, 21 Oct 2099 07:28:00 GMT", "429-raw:soon")
+    for expected in ("Wed, 21 Oct 2099 07:28:00 GMT", "soon"):
+        with pytest.raises(openai.RateLimitError) as info:
+            ask(server)
+        assert info.value.response.headers["retry-after"] == expected
+        assert "retry-after-ms" not in info.value.response.headers
+    with pytest.raises(ValueError):
+        server.inject("429-raw:two\nlines")
+
+
+def test_prompt_counts_count_requests_per_first_user_message(server):
+    other = [MESSAGES[0], {"role": "user", "content": "What is on the table?"}]
+    ask(server)
+    ask(server)
+    client(server).chat.completions.create(model="m", messages=other)
+    assert server.prompt_counts() == {MESSAGES[1]["content"]: 2, "What is on the table?": 1}
+
+
+def _ask_in_threads(server, count):
+    outcomes = []
+
+    def one():
+        try:
+            outcomes.append(ask(server, timeout=30).choices[0].message.content)
+        except openai.APIError as exc:
+            outcomes.append(type(exc))
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads, outcomes
+
+
+def test_held_requests_are_answered_only_after_release(server):
+    server.hold()
+    threads, outcomes = _ask_in_threads(server, 3)
+    server.wait_for_held(3)
+    assert server.held == 3 and outcomes == [] and server.completion_requests == 3
+    server.release()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert outcomes == [json.dumps({"keyword": "ball"})] * 3 and server.held == 0
+    assert ask(server).choices  # released: later requests are not held
+
+
+def test_stop_hangs_up_on_held_requests():
+    server = FakeOpenAIServer().start()
+    server.hold()
+    threads, outcomes = _ask_in_threads(server, 1)
+    server.wait_for_held(1)
+    server.stop()
+    threads[0].join(timeout=10)
+    assert not threads[0].is_alive() and outcomes == [openai.APIConnectionError]
+
+
+def test_wait_for_held_times_out_instead_of_hanging(server):
+    server.hold()
+    with pytest.raises(TimeoutError):
+        server.wait_for_held(1, timeout=0.05)
+
+
+def test_wait_for_held_gives_up_when_told(server):
+    server.hold()
+    with pytest.raises(TimeoutError, match="gave up"):
+        server.wait_for_held(1, timeout=60, give_up=lambda: True)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import time
 from dataclasses import dataclass
+from datetime import timezone
 
 from keyseg.keywords.heuristic import heuristic_keyword
 from keyseg.keywords.prompt import KEYWORD_SCHEMA, build_messages
@@ -25,6 +27,14 @@ class BackendError(RuntimeError):
     """No usable reply after every attempt; the record is flagged, not filled."""
 
 
+class Stopped(Exception):
+    """The run was interrupted: no new request (or retry) is sent."""
+
+
+# The longest wait a server's Retry-After gets by default before we retry anyway.
+DEFAULT_MAX_RETRY_WAIT = 60.0
+
+
 class HeuristicBackend:
     """Offline and deterministic; see keyseg.keywords.heuristic for what it can't do."""
 
@@ -34,6 +44,9 @@ class HeuristicBackend:
     async def complete(self, query: str, outputs: str, feedback=None) -> Reply:
         keyword, reason = heuristic_keyword(query, outputs)
         return Reply(json.dumps({"keyword": keyword, "reason": reason}))
+
+    def stop_sending(self) -> None:
+        pass  # nothing is ever in flight
 
     async def aclose(self) -> None:
         pass
@@ -59,49 +72,98 @@ class RateLimiter:
 
 
 def retry_after_seconds(headers) -> float | None:
-    """Seconds a 429/503 asks us to wait (`retry-after-ms`, `retry-after` seconds or date)."""
+    """Seconds a 429/503 asks us to wait (`retry-after-ms`, `retry-after` seconds or date).
+
+    None when no wait is named or it cannot be read (a hostile header is ignored, never
+    raised); "inf" comes back as inf and a date in the past as 0: callers cap the wait.
+    """
     if headers is None:
         return None
-    if (value := headers.get("retry-after-ms")) is not None:
-        try:
-            return float(value) / 1000.0
-        except ValueError:
-            pass
-    if (value := headers.get("retry-after")) is not None:
-        try:
-            return float(value)
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
-    return None
+    milliseconds = _non_negative_number(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        return milliseconds / 1000.0
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    seconds = _non_negative_number(value)
+    if seconds is not None:
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)  # HTTP dates are GMT
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _non_negative_number(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else max(0.0, value)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 or math.isinf(value) else f"{value:.3g}"
 
 
 class OpenAIBackend:
     """Any OpenAI-compatible chat endpoint through the official `openai` client.
 
-    The client retries on its own (`client_retries`); on top of that we retry 429s after
-    their Retry-After, 5xx, timeouts and malformed bodies up to `max_attempts` times, with
-    exponential backoff. Structured output (`response_format` with our JSON schema) is
-    asked for until the server says it does not support it; then plain text is parsed.
+    The client retries on its own (`client_retries`: 5xx, timeouts, connection errors);
+    those retries are counted (`retries_by_client`, from the retry-count header it sends).
+    On top of that we retry up to `max_attempts` times, with exponential backoff: 429s,
+    5xx, timeouts and malformed bodies. A reply that names a wait (Retry-After) is always
+    ours, never the client's: the client would sleep up to two minutes without a word, we
+    cap the wait at `max_retry_wait` and say so through `notify`. Structured output
+    (`response_format` with our JSON schema) is asked for until the server says it does
+    not support it; then plain text is parsed.
     """
 
     name = "openai"
 
     def __init__(self, model: str, api_key: str, base_url: str | None = None, timeout: float = 60.0,
                  client_retries: int = 2, max_attempts: int = 4, requests_per_minute: float | None = None,
-                 backoff: float = 0.5, max_tokens: int = 32):
+                 backoff: float = 0.5, max_tokens: int = 32, max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
+                 notify=None):
         import openai
 
         self._openai = openai
         self.model = model
+        self.retries_by_client = 0  # retries the client made inside our calls
+        http_client = openai.DefaultAsyncHttpxClient(event_hooks={"request": [self._count_client_retry],
+                                                                  "response": [self._keep_server_waits]})
         self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout,
-                                         max_retries=client_retries)
+                                         max_retries=client_retries, http_client=http_client)
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_tokens = max_tokens
+        self.max_retry_wait = max(0.0, max_retry_wait)
+        self.notify = notify or (lambda text: None)
         self.limiter = RateLimiter(requests_per_minute)
         self.structured_output = True
+        self._stop = asyncio.Event()
+
+    async def _count_client_retry(self, request) -> None:
+        # The client numbers its own attempts in this header; 0 is the first.
+        try:
+            if int(request.headers.get("x-stainless-retry-count", "0")) > 0:
+                self.retries_by_client += 1
+        except ValueError:
+            pass
+
+    async def _keep_server_waits(self, response) -> None:
+        # The client obeys `x-should-retry`; "false" hands the reply to our loop, which
+        # caps the wait and prints it.
+        if (response.status_code == 429 or response.status_code >= 500) and \
+                retry_after_seconds(response.headers) is not None:
+            response.headers["x-should-retry"] = "false"
+
+    def stop_sending(self) -> None:
+        """Interrupted: requests on the wire may finish; nothing new (no retry) is sent."""
+        self._stop.set()
 
     def request_body(self, query: str, outputs: str, feedback=None) -> dict:
         body = {"model": self.model, "messages": build_messages(query, outputs, feedback), "temperature": 0,
@@ -117,7 +179,10 @@ class OpenAIBackend:
         while attempt < self.max_attempts:
             attempt += 1
             await self.limiter.wait()
+            if self._stop.is_set():
+                raise Stopped()
             delay = self.backoff * (2 ** (attempt - 1))
+            asked, status = None, ""  # the wait the server named, if any, and the HTTP status naming it
             body = self.request_body(query, outputs, feedback)
             try:
                 response = await self.client.chat.completions.create(**body)
@@ -138,7 +203,7 @@ class OpenAIBackend:
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as error:
                 raise BackendError(f"{type(error).__name__}: {_short(error)}") from None
             except openai.RateLimitError as error:
-                delay = retry_after_seconds(error.response.headers) or delay
+                asked, status = retry_after_seconds(error.response.headers), "429"
                 last_problem = "rate limited (429)"
             except openai.APITimeoutError:
                 last_problem = "timed out"
@@ -147,13 +212,25 @@ class OpenAIBackend:
             except openai.APIStatusError as error:
                 if error.status_code < 500:
                     raise BackendError(f"HTTP {error.status_code}: {_short(error)}") from None
+                asked, status = retry_after_seconds(error.response.headers), str(error.status_code)
                 last_problem = f"server error {error.status_code}"
             except (ValueError, openai.APIResponseValidationError) as error:  # malformed bodies
                 last_problem = f"malformed reply ({_short(error)})"
             retries += 1
             if attempt < self.max_attempts:
-                await asyncio.sleep(delay)
+                await self._wait_before_retry(delay, asked, status)
         raise BackendError(f"gave up after {self.max_attempts} attempts: {last_problem}")
+
+    async def _wait_before_retry(self, backoff: float, asked: float | None, status: str) -> None:
+        wait = min(backoff if asked is None else asked, self.max_retry_wait)
+        # A server-named wait is announced when it is long enough to look like a hang.
+        if asked is not None and (asked > wait or wait >= 1):
+            capped = ", the cap (--max-retry-wait)" if asked > wait else ""
+            self.notify(f"server asked to wait {_seconds(asked)} s ({status}); waiting {_seconds(wait)} s{capped}")
+        try:  # an interrupt ends the wait at once
+            await asyncio.wait_for(self._stop.wait(), wait)
+        except asyncio.TimeoutError:
+            pass
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -187,6 +264,7 @@ class HFBackend:
         self.device = device
         self.max_new_tokens = max_new_tokens
         self._lock = asyncio.Lock()
+        self._stopped = False
 
     def _prompt(self, query: str, outputs: str, feedback) -> str:
         messages = build_messages(query, outputs, feedback)
@@ -209,7 +287,12 @@ class HFBackend:
 
     async def complete(self, query: str, outputs: str, feedback=None) -> Reply:
         async with self._lock:
+            if self._stopped:
+                raise Stopped()
             return await asyncio.to_thread(self._generate, self._prompt(query, outputs, feedback))
+
+    def stop_sending(self) -> None:
+        self._stopped = True  # the generation under way finishes; queued ones do not start
 
     async def aclose(self) -> None:
         pass

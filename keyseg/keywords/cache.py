@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from keyseg.io import atomic_write_json
@@ -20,20 +21,33 @@ def cache_key(*parts: str | None) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def is_cache_key(key) -> bool:
+    """A key `cache_key` could have made: the only names an entry's file may get."""
+    return isinstance(key, str) and _KEY.fullmatch(key) is not None
+
+
 class AnswerCache:
     def __init__(self, folder: Path | None):
         self.folder = Path(folder) if folder is not None else None  # None: caching off
 
     def _path(self, key: str) -> Path:
+        # Keys also come from files (Batch API results): only a hex digest names a file,
+        # so no key reaches outside the folder.
+        if not is_cache_key(key):
+            raise ValueError(f"not a cache key: {key!r}")
         return self.folder / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> dict | None:
-        if self.folder is None:
+        if self.folder is None or not is_cache_key(key):
             return None
         try:
-            return json.loads(self._path(key).read_text(encoding="utf-8"))
+            entry = json.loads(self._path(key).read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None  # absent, or damaged by something outside us: ask again
+        return entry if isinstance(entry, dict) else None
 
     def put(self, key: str, entry: dict) -> None:
         if self.folder is not None:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyseg.errors import DataError
 from keyseg.formats.labelme import LabelMeError, decode_json_text
 
 # The published file's key order.
@@ -18,64 +19,101 @@ class KeywordRecord:
     outputs: str
     image: str
     json: str
-    keyword: str | None = None  # the published keyword when validating
+    keyword: object = None  # the published keyword when validating (as found: validate judges its type)
 
     def to_output(self, keyword: str | None) -> dict:
         return {"query": self.query, "outputs": self.outputs, "image": self.image, "json": self.json,
                 "keyword": keyword}
 
 
-class KeywordInputError(ValueError):
-    """The input file cannot be used; the message names the file and the reason."""
-
-
 def load_records(path: Path) -> list[KeywordRecord]:
     """Records from explanatory/train.json, a keyword_outputs.json, or a prepared manifest.
 
     Manifests (`manifest.jsonl` from `keyseg prepare`) contribute every target that has an
-    explanatory answer, in manifest order.
+    explanatory answer, in manifest order. A file that is not one of these (not JSON, not a
+    list of objects, a field of the wrong type) raises DataError naming the file, the
+    record and the reason. A published keyword of the wrong type is kept as it is: it is
+    one record's problem, judged by `validate`.
     """
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise KeywordInputError(f"{path}: {error.strerror or error}") from None
+        raise DataError(path, error.strerror or str(error)) from None
     if path.suffix == ".jsonl":
         return _from_manifest(path, data)
     try:
         document, _ = decode_json_text(data)
     except LabelMeError as error:
-        raise KeywordInputError(f"{path}: {error}") from None
+        raise DataError(path, str(error)) from None
     if not isinstance(document, list):
-        raise KeywordInputError(f"{path}: expected a JSON list of records")
+        raise DataError(path, f"expected a JSON list of records, found {_json_type(document)}")
     records = []
     for index, entry in enumerate(document):
-        missing = [key for key in ("query", "outputs", "image") if not isinstance(entry, dict) or key not in entry]
+        where = f"record {index}"
+        if not isinstance(entry, dict):
+            raise DataError(path, f"{where} is {_json_type(entry)}, expected an object")
+        missing = [key for key in ("query", "outputs", "image") if key not in entry]
         if missing:
-            raise KeywordInputError(f"{path}: record {index} lacks {', '.join(missing)}")
-        records.append(KeywordRecord(query=str(entry["query"]), outputs=str(entry["outputs"]),
-                                     image=str(entry["image"]),
-                                     json=str(entry.get("json") or Path(entry["image"]).with_suffix(".json")),
-                                     keyword=entry.get("keyword")))
+            raise DataError(path, f"{where} lacks {', '.join(missing)}")
+        query, outputs, image = (_text(path, where, entry, key) for key in ("query", "outputs", "image"))
+        label = entry.get("json")
+        if label is not None and not isinstance(label, str):
+            raise DataError(path, f"{where}: json is {_json_type(label)}, expected a string")
+        records.append(KeywordRecord(query=query, outputs=outputs, image=image,
+                                     json=label or _label_name(image), keyword=entry.get("keyword")))
     return records
 
 
 def _from_manifest(path: Path, data: bytes) -> list[KeywordRecord]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(path, f"not UTF-8 ({error.reason} at byte {error.start})") from None
     records = []
-    for line_number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+    for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        where = f"line {line_number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise KeywordInputError(f"{path}:{line_number}: invalid JSON ({error})") from None
-        name = Path(record.get("image", "")).name
-        for target in record.get("targets", []):
-            explanatory = target.get("explanatory")
-            if explanatory:
-                records.append(KeywordRecord(query=explanatory["query"], outputs=explanatory["outputs"], image=name,
-                                             json=str(Path(name).with_suffix(".json"))))
+            raise DataError(path, f"{where}: invalid JSON ({error})") from None
+        if not isinstance(record, dict):
+            raise DataError(path, f"{where} is {_json_type(record)}, expected an object")
+        image = record.get("image", "")
+        targets = record.get("targets", [])
+        if not isinstance(image, str) or not isinstance(targets, list):
+            raise DataError(path, f"{where}: expected a string image and a list of targets")
+        name = Path(image).name
+        for target in targets:
+            explanatory = target.get("explanatory") if isinstance(target, dict) else None
+            if not explanatory:
+                continue
+            if not isinstance(explanatory, dict):
+                raise DataError(path, f"{where}: explanatory is {_json_type(explanatory)}, expected an object")
+            query, outputs = (_text(path, where, explanatory, key) for key in ("query", "outputs"))
+            records.append(KeywordRecord(query=query, outputs=outputs, image=name, json=_label_name(name)))
     return records
+
+
+def _text(path: Path, where: str, entry: dict, key: str) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str):
+        raise DataError(path, f"{where}: {key} is {_json_type(value)}, expected a string")
+    return value
+
+
+def _label_name(image: str) -> str:
+    """`img.jpg` -> `img.json` (the LabelMe file beside an image)."""
+    name = Path(image)
+    return str(name.with_suffix(".json")) if name.name else f"{image}.json"
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+             int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
 
 
 def default_output_path(input_path: Path) -> Path:

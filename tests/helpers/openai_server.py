@@ -16,17 +16,20 @@ Order of checks for a chat completion request
     1. the request is recorded in ``server.requests``;
     2. ``required_api_key``: a wrong or missing ``Authorization: Bearer <key>`` gets 401 and does
        NOT consume a queued fault;
-    3. ``latency`` is slept (every chat completion request, errors included);
-    4. the next queued fault (if any) is taken, FIFO, and recorded in the request's ``"fault"``;
+    3. while ``hold()`` is on, the request waits here until ``release()`` (or ``stop()``);
+       ``wait_for_held(n)`` blocks the test until n requests are waiting (no clock involved);
+    4. ``latency`` is slept (every chat completion request, errors included);
+    5. the next queued fault (if any) is taken, FIFO, and recorded in the request's ``"fault"``;
        error faults (429, 500, malformed, empty_choices) answer right away;
-    5. a body that is not a JSON object gets 400;
-    6. ``accept_response_format=False``: a ``response_format`` of type json_schema/json_object gets 400;
-    7. ``slow:S`` sleeps S seconds; ``text:<content>`` replaces the responder's content.
+    6. a body that is not a JSON object gets 400;
+    7. ``accept_response_format=False``: a ``response_format`` of type json_schema/json_object gets 400;
+    8. ``slow:S`` sleeps S seconds; ``text:<content>`` replaces the responder's content.
 
 Faults (``server.inject(...)``)
     "429"            429, headers ``Retry-After: 1`` and ``Retry-After-Ms: 1000``
     "429:SECONDS"    429, ``Retry-After-Ms: SECONDS*1000`` and ``Retry-After: ceil(SECONDS)``
                      (Retry-After must be an integer in HTTP; the openai client prefers Retry-After-Ms)
+    "429-raw:VALUE"  429 with exactly ``Retry-After: VALUE`` (no Retry-After-Ms): dates, garbage
     "500"            500 with a server_error body
     "slow:SECONDS"   sleep SECONDS, then answer normally (to exceed a client timeout)
     "malformed"      200, Content-Type application/json, a body that is not valid JSON
@@ -34,6 +37,7 @@ Faults (``server.inject(...)``)
     "text:<content>" answer normally, with exactly <content> as the message content
 
 Headers are recorded in ``server.requests`` (tests may check them) but never printed or logged.
+``server.prompt_counts()`` counts the chat completion requests per prompt (first user message).
 
 Standalone, for manual checks and benchmarks in another process::
 
@@ -53,12 +57,13 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 MODELS = ("fake-keyword-model", "gpt-4o-mini")
-_FAULT = re.compile(r"^(?:429(?::\d+(?:\.\d+)?)?|500|malformed|empty_choices|slow:\d+(?:\.\d+)?|text:.*)$", re.S)
+_FAULT = re.compile(r"^(?:429(?::\d+(?:\.\d+)?)?|429-raw:[^\r\n]*|500|malformed|empty_choices|slow:\d+(?:\.\d+)?"
+                    r"|text:.*)$", re.S)
 
 
 def default_responder(body: dict) -> str:
@@ -200,11 +205,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, _error("Incorrect API key provided.", "invalid_request_error",
                                    code="invalid_api_key"))
             return
+        owner._wait_while_held()
         if owner.latency > 0:
             owner._stopping.wait(owner.latency)
         fault = owner._next_fault()
         entry["fault"] = fault
 
+        if fault is not None and fault.startswith("429-raw:"):
+            self._send(429, _error("Rate limit reached", "rate_limit_error", code="rate_limit_exceeded"),
+                       headers={"Retry-After": fault[len("429-raw:"):]})
+            return
         if fault is not None and fault.startswith("429"):
             seconds = float(fault.split(":", 1)[1]) if ":" in fault else 1.0
             self._send(429, _error("Rate limit reached", "rate_limit_error", code="rate_limit_exceeded"),
@@ -283,6 +293,9 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._faults: deque[str] = deque()
         self._stopping = threading.Event()
+        self._hold = threading.Condition(self._lock)
+        self._holding = False
+        self._held = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -297,6 +310,62 @@ class FakeOpenAIServer:
     def _next_fault(self) -> str | None:
         with self._lock:
             return self._faults.popleft() if self._faults else None
+
+    def hold(self) -> None:
+        """From now on, chat completion requests wait (recorded, unanswered) until `release()`."""
+        with self._hold:
+            self._holding = True
+
+    def release(self) -> None:
+        """Let every held request (and every later one) go on to be answered."""
+        with self._hold:
+            self._holding = False
+            self._hold.notify_all()
+
+    @property
+    def held(self) -> int:
+        """Requests waiting in `hold()` right now."""
+        with self._hold:
+            return self._held
+
+    def wait_for_held(self, count: int, timeout: float = 60.0, give_up: Callable[[], bool] | None = None) -> None:
+        """Block until `count` requests are held. TimeoutError after `timeout` seconds, or as
+        soon as `give_up()` is true (e.g. the client process has exited): a broken test fails
+        instead of hanging."""
+        deadline = time.monotonic() + timeout
+        with self._hold:
+            while self._held < count:
+                if give_up is not None and give_up():
+                    raise TimeoutError(f"gave up with {self._held} request(s) held, expected {count}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{self._held} request(s) held, expected {count}")
+                # Short waits only so that give_up() is asked again; a new hold wakes us at once.
+                self._hold.wait(min(remaining, 0.1))
+
+    def _wait_while_held(self) -> None:
+        with self._hold:
+            if not self._holding:
+                return
+            self._held += 1
+            self._hold.notify_all()
+            self._hold.wait_for(lambda: not self._holding or self._stopping.is_set())
+            self._held -= 1
+
+    def prompt_counts(self) -> Counter:
+        """Chat completion requests per prompt: the text of each request's first user message."""
+        counts: Counter = Counter()
+        with self._lock:
+            for request in self.requests:
+                body = request["body"]
+                if request["path"].split("?", 1)[0].rstrip("/") != "/v1/chat/completions" \
+                        or not isinstance(body, dict):
+                    continue
+                users = [m.get("content") for m in body.get("messages") or []
+                         if isinstance(m, dict) and m.get("role") == "user"]
+                if users and isinstance(users[0], str):
+                    counts[users[0]] += 1
+        return counts
 
     @property
     def pending_faults(self) -> list[str]:
@@ -326,6 +395,8 @@ class FakeOpenAIServer:
         if server is None:
             return
         self._stopping.set()  # wake requests sleeping on latency / slow faults; they hang up unanswered
+        with self._hold:  # and the held ones
+            self._hold.notify_all()
         server.shutdown()
         server.server_close()
         server.close_connections()
