@@ -195,7 +195,7 @@ def test_ctrl_c_keeps_the_answers_in_flight_and_resume_does_not_ask_again(explan
         finally:
             server.release()
         _, stderr = process.communicate(timeout=120)
-        assert process.returncode != 0 and not out.exists()
+        assert process.returncode == 130 and not out.exists()
         assert b"3 answer(s) received this run are in the cache" in stderr, stderr.decode()
         assert server.completion_requests == 3  # nothing new was sent after Ctrl-C
 
@@ -226,7 +226,7 @@ def test_a_second_ctrl_c_stops_at_once(explanatory, tmp_path):
         finally:
             _stop(process)
             server.release()
-    assert process.returncode != 0 and not out.exists()
+    assert process.returncode == 130 and not out.exists()
     assert b"stopping now" in stderr, stderr.decode()
 
 
