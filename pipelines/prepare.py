@@ -25,10 +25,14 @@ from pathlib import Path
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from keyseg.errors import UsageError
+from keyseg.formats.manifest import check_record
 from keyseg.formats.refer import ReferError
+from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels, set_max_image_pixels
 from keyseg.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from keyseg.sources.reasonseg import EXPLANATORY_FILE, discover_reasonseg, load_explanatory
 from keyseg.sources.records import Issue, record_id
@@ -50,6 +54,7 @@ class PrepareConfig:
     visualize: int = 0  # overlays per split
     decode_images: bool = False  # fully decode every image with OpenCV (slow, thorough)
     show_progress: bool = True
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images (and masks) are refused unread
 
 
 @dataclass
@@ -75,6 +80,17 @@ class PrepareResult:
 
 def run(config: PrepareConfig, console: Console | None = None) -> PrepareResult:
     console = console or Console(stderr=True)
+    if not isinstance(config.max_image_pixels, int) or config.max_image_pixels < 1:
+        raise UsageError(f"--max-image-pixels must be a positive integer, got {config.max_image_pixels!r}")
+    previous = max_image_pixels()
+    set_max_image_pixels(config.max_image_pixels)
+    try:
+        return _run(config, console)
+    finally:
+        set_max_image_pixels(previous)  # a library call leaves the process bound as it was
+
+
+def _run(config: PrepareConfig, console: Console) -> PrepareResult:
     data_dir, out = Path(config.data_dir).resolve(), Path(config.out).resolve()
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: data folder not found")
@@ -121,19 +137,23 @@ def _plan_tasks(
         issues: list[Issue] = []
         previous = _previous_records(out / split.source / split.split)
         common = dict(source=split.source, split=split.split, data_dir=str(data_dir), out_dir=str(out),
-                      strict=config.strict, decode_images=config.decode_images)
+                      strict=config.strict, decode_images=config.decode_images,
+                      max_image_pixels=config.max_image_pixels)
         tasks: list[PrepareTask] = []
         if split.family == "reasonseg":
             if split.split == "train":
                 issues += explanatory_issues
-            for item in discover_reasonseg(data_dir, split.split):
+            items, discover_issues = discover_reasonseg(data_dir, split.split)
+            issues += discover_issues
+            for item in items:
                 rid = record_id(split.source, split.split, item.name)
                 tasks.append(PrepareTask(record_id=rid, kind="reasonseg", item=item,
                                          explanatory=explanatory.get(f"{item.name}.jpg") if split.split == "train" else None,
                                          previous=previous.get(rid), **common))
         else:
             key = (split.dataset, split.split_by)
-            if key not in refer_cache:
+            first_of_dataset = key not in refer_cache
+            if first_of_dataset:
                 try:
                     instances, refs = load_refer_dataset(data_dir, *key)
                     refer_cache[key] = group_refer_items(instances, refs, split.dataset, split.split_by,
@@ -142,10 +162,12 @@ def _plan_tasks(
                     refer_cache[key] = error
             grouped = refer_cache[key]
             if isinstance(grouped, ReferError):
-                file, _, reason = str(grouped).partition(": ")
-                issues.append(Issue("error", file, "bad_refer_file", reason))
+                if first_of_dataset:  # one unreadable file is one error, not one per split
+                    file, _, reason = str(grouped).partition(": ")
+                    issues.append(Issue("error", file, "bad_refer_file", reason))
             else:
-                issues += grouped.issues[split.split]
+                # Rows about no split in particular are counted once, with the first split.
+                issues += grouped.issues[split.split] + (grouped.general if first_of_dataset else [])
                 for item in grouped.items[split.split]:
                     rid = record_id(split.source, split.split, str(item.image_id))
                     tasks.append(PrepareTask(record_id=rid, kind="refer", item=item, explanatory=None,
@@ -169,9 +191,11 @@ def _previous_records(split_dir: Path) -> dict[str, dict]:
     for name in (MANIFEST, JOURNAL):
         if (split_dir / name).is_file():
             try:
-                records.update({record["id"]: record for record in read_jsonl(split_dir / name)})
-            except (ValueError, KeyError):
-                pass  # unreadable: everything is redone, which is always correct
+                lines = read_jsonl(split_dir / name)
+            except (ValueError, RecursionError):
+                continue  # unreadable: everything is redone, which is always correct
+            # A record that does not fit the schema is simply redone.
+            records.update({record["id"]: record for record in lines if check_record(record) is None})
     return records
 
 
@@ -179,7 +203,7 @@ def _run_split(split, tasks, issues, out, pool, progress) -> tuple[SplitStats, l
     started = time.perf_counter()
     split_dir = out / split.source / split.split
     split_dir.mkdir(parents=True, exist_ok=True)
-    bar = progress.add_task(split.name, total=len(tasks))
+    bar = progress.add_task(escape(split.name), total=len(tasks))
     records: dict[str, dict] = {}
     stats = SplitStats()
     results = pool.imap_unordered(process_task, tasks, chunksize=8) if pool else map(process_task, tasks)
@@ -238,19 +262,20 @@ def _progress(console: Console, enabled: bool) -> Progress:
 
 
 def _print_summary(console: Console, result: PrepareResult, out: Path) -> None:
-    table = Table(title=f"keyseg prepare -> {out}", box=box.SIMPLE_HEAD)
+    # File names, reasons and paths are data or user text: escaped, so "[x]" prints as itself.
+    table = Table(title=escape(f"keyseg prepare -> {out}"), box=box.SIMPLE_HEAD)
     table.add_column("source:split", no_wrap=True)
     for column in ("images", "targets", "new", "reused", "warnings", "errors", "sec"):
         table.add_column(column, justify="right")
     for name, stats in result.stats.items():
-        table.add_row(name, str(stats.images), str(stats.targets), str(stats.converted), str(stats.up_to_date),
+        table.add_row(escape(name), str(stats.images), str(stats.targets), str(stats.converted), str(stats.up_to_date),
                       str(stats.warnings), f"[red]{stats.errors}[/]" if stats.errors else "0", f"{stats.seconds:.1f}")
     summary = _summary(result)
     table.add_row("[bold]total", *(f"[bold]{summary[key]}" for key in
                                    ("images", "targets", "converted", "up_to_date", "warnings", "errors")), "")
     console.print(table)
     for issue in [issue for issue in result.issues if issue["severity"] == "error"][:20]:
-        console.print(f"[red]error[/] {issue['file']}: {issue['reason']}")
+        console.print(f"[red]error[/] {escape(issue['file'])}: {escape(issue['reason'])}", soft_wrap=True)
     if result.errors:
         console.print(f"[red]{result.errors} error(s)[/]; all good records were written. "
-                      f"Details: {out / 'prepare_report.json'}")
+                      f"Details: {escape(str(out / 'prepare_report.json'))}", soft_wrap=True)

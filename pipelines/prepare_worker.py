@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keyseg.images import decode_image
+from keyseg.errors import DataError
+from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_image, set_max_image_pixels
 from keyseg.io import atomic_write_bytes, sha256_bytes
 from keyseg.masks.overlay import overlay_panel, overlay_strip
 from keyseg.masks.png import encode_png
+from keyseg.sources.files import data_file
 from keyseg.sources.reasonseg import ReasonSegItem, convert_reasonseg, explanatory_fingerprint
 from keyseg.sources.records import Issue, PreparedImage
 from keyseg.sources.refer import ReferItem, convert_refer
@@ -36,6 +38,8 @@ class PrepareTask:
     decode_images: bool
     previous: dict | None = None  # this record from an earlier run, if any
     visualize: bool = False
+    # The pixel bound of the run: a worker is a separate process and must set it itself.
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
 
 @dataclass
@@ -46,6 +50,7 @@ class TaskResult:
 
 
 def process_task(task: PrepareTask) -> TaskResult:
+    set_max_image_pixels(task.max_image_pixels)
     data_dir, split_dir = Path(task.data_dir), Path(task.out_dir) / task.source / task.split
     inputs, issues = _read_inputs(task, data_dir)
     if inputs is None:
@@ -53,16 +58,22 @@ def process_task(task: PrepareTask) -> TaskResult:
     input_hash = sha256_bytes(*inputs, _settings_fingerprint(task))
 
     previous = task.previous
-    if previous is not None and previous.get("input_hash") == input_hash and _outputs_exist(previous, split_dir, task):
+    previous_issues = _previous_issues(previous)
+    if (previous is not None and previous.get("input_hash") == input_hash and previous_issues is not None
+            and _outputs_exist(previous, split_dir, task)):
         # Warnings are facts about the inputs, which did not change: report them again.
-        return TaskResult(previous, [Issue(**issue) for issue in previous.get("issues", [])], up_to_date=True)
+        return TaskResult(previous, previous_issues, up_to_date=True)
 
     prepared = _convert(task, inputs)
     issues = prepared.issues
     if task.strict:
         issues = [Issue("error", i.file, i.code, f"{i.reason} (--strict)") if i.severity == "warning" else i
                   for i in issues]
-    if prepared.targets is None or any(issue.severity == "error" for issue in issues):
+        if any(issue.severity == "error" for issue in issues):
+            return TaskResult(None, issues)
+    # A converter returns no targets when the image is unusable; an error that comes with
+    # targets cost only its own target (one bad refCOCO annotation, not the image's other refs).
+    if not prepared.targets:
         return TaskResult(None, issues)
 
     targets = []
@@ -91,7 +102,12 @@ def process_task(task: PrepareTask) -> TaskResult:
     if isinstance(task.item, ReferItem):
         record["image_id"] = task.item.image_id
     if task.visualize:
-        record["overlay"] = _write_overlay(task, prepared, inputs[-1], split_dir)
+        try:
+            record["overlay"] = _write_overlay(task, prepared, inputs[-1], split_dir)
+        except ImageError as error:
+            # Only the full decode of the overlay found it: the image is as bad as with
+            # --decode-images, so the record goes (its masks are removed as orphans).
+            return TaskResult(None, [*issues, Issue("error", prepared.image, "bad_image", str(error))])
     return TaskResult(record, issues)
 
 
@@ -99,13 +115,15 @@ def _read_inputs(task: PrepareTask, data_dir: Path) -> tuple[list[bytes] | None,
     """The bytes every output depends on, or the reason they cannot be read."""
     item = task.item
     if isinstance(item, ReasonSegItem):
-        files = [item.annotation, item.image]
+        files = [(item.annotation, item.annotation), (item.image, item.image)]
     else:
-        files = [item.image]
+        files = [(item.image, item.instances_file)]  # (the file, the data file naming it)
     contents = []
-    for file in files:
+    for file, named_in in files:
         try:
-            contents.append((data_dir / file).read_bytes())
+            contents.append(data_file(data_dir, file, named_in).read_bytes())
+        except DataError as error:  # absolute, `..`, or a link out of the data folder
+            return None, [Issue("error", named_in, "unsafe_path", error.reason)]
         except FileNotFoundError:
             return None, [Issue("error", file, "missing_file", "file not found")]
         except OSError as error:
@@ -118,14 +136,36 @@ def _read_inputs(task: PrepareTask, data_dir: Path) -> tuple[list[bytes] | None,
 
 
 def _settings_fingerprint(task: PrepareTask) -> bytes:
-    return f"v{PREPARE_FORMAT_VERSION}|strict={task.strict}|decode={task.decode_images}|id={task.record_id}".encode()
+    # The pixel bound decides which records pass: a lower bound must not reuse a record.
+    return (f"v{PREPARE_FORMAT_VERSION}|strict={task.strict}|decode={task.decode_images}|id={task.record_id}"
+            f"|max_pixels={task.max_image_pixels}").encode()
+
+
+def _previous_issues(previous: dict | None) -> list[Issue] | None:
+    """The issues a previous record lists, or None when they are not what we write (redo it)."""
+    rows = previous.get("issues", []) if previous is not None else None
+    if not isinstance(rows, list):
+        return None
+    keys = ("severity", "file", "code", "reason")
+    if not all(isinstance(row, dict) and sorted(row) == sorted(keys) and all(isinstance(row[key], str) for key in keys)
+               for row in rows):
+        return None
+    return [Issue(**row) for row in rows]
 
 
 def _outputs_exist(previous: dict, split_dir: Path, task: PrepareTask) -> bool:
     out_dir = split_dir.parent.parent
-    if task.visualize and not (previous.get("overlay") and (out_dir / previous["overlay"]).is_file()):
+    overlay = previous.get("overlay")
+    if task.visualize and not (isinstance(overlay, str) and _own_file(out_dir, overlay, task)):
         return False
-    return all((out_dir / target["mask"]).is_file() for target in previous["targets"])
+    return all(_own_file(out_dir, target["mask"], task) for target in previous["targets"])
+
+
+def _own_file(out_dir: Path, relative: str, task: PrepareTask) -> bool:
+    """A file this split wrote: a previous record is reused only with outputs in its own folder."""
+    split_dir = out_dir / task.source / task.split
+    path = out_dir / relative
+    return path.parent.parent == split_dir and path.is_file() and not path.is_symlink()
 
 
 def _convert(task: PrepareTask, inputs: list[bytes]) -> PreparedImage:

@@ -25,13 +25,20 @@ from pathlib import Path
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from keyseg.io import atomic_write_json, read_jsonl, sha256_file
+from keyseg.errors import DataError, UsageError
+from keyseg.formats.fields import is_int, is_text, type_name
+from keyseg.formats.manifest import check_record
+from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, image_info, max_image_pixels, set_max_image_pixels
+from keyseg.io import atomic_write_json, sha256_file
 from keyseg.masks.png import read_mask_png
+from keyseg.paths import confined_path
 from keyseg.shards.samples import SAMPLE_FORMAT_VERSION, build_sample_json, sample_json_bytes
 from keyseg.shards.tario import ShardWriter
+from keyseg.sources.files import data_file
 
 INDEX = "index.json"
 SUCCESS = "_SUCCESS.json"
@@ -50,6 +57,7 @@ class ShardConfig:
     seed: int = 0  # write-time shuffle
     workers: int = 0  # 0: one per core
     show_progress: bool = True
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images and masks are refused unread
 
 
 @dataclass
@@ -59,18 +67,37 @@ class ShardResult:
     skipped_splits: list[str]
 
 
-def _keywords_by_image(path: Path | None) -> dict[str, str | None]:
+def _keywords_by_image(path: Path | None) -> tuple[dict[str, str | None], list[dict]]:
+    """Image file name -> mined keyword, and an error row per entry that cannot be used."""
     if path is None:
-        return {}
-    records = json.loads(Path(path).read_text(encoding="utf-8"))
-    return {Path(record["image"]).name: record.get("keyword") for record in records}
+        return {}, []
+    try:
+        records = json.loads(Path(path).read_bytes())
+    except RecursionError:
+        raise DataError(path, "not a keyword file (JSON nested too deeply)") from None
+    except ValueError as error:  # not JSON, not UTF-8
+        raise DataError(path, f"not a keyword file ({error})") from None
+    if not isinstance(records, list):
+        raise DataError(path, f"not a keyword file (a JSON {type_name(records)}, expected a list)")
+    keywords, errors = {}, []
+    for position, record in enumerate(records):
+        keyword = record.get("keyword") if isinstance(record, dict) else None
+        usable = isinstance(record, dict) and is_text(record.get("image")) and (keyword is None or is_text(keyword))
+        if not usable:
+            errors.append({"split": "reasonseg:train", "id": None, "file": str(path), "line": None,
+                           "reason": f"{path}: entry {position} needs an `image` string and a string or null "
+                                     "`keyword`; its keyword is not used"})
+            continue
+        keywords[Path(record["image"]).name] = keyword
+    return keywords, errors
 
 
-def _manifests(prepared: Path, wanted: list[str]) -> dict[str, Path]:
+def _manifests(prepared: Path, wanted: list[str]) -> dict[str, tuple[str, str, Path]]:
+    """"source:split" -> (source, split, manifest path), from the folder names."""
     found = {}
     for manifest in sorted(prepared.glob("*/*/manifest.jsonl")):
-        name = f"{manifest.parent.parent.name}:{manifest.parent.name}"
-        found[name] = manifest
+        source, split = manifest.parent.parent.name, manifest.parent.name
+        found[f"{source}:{split}"] = (source, split, manifest)
     if wanted:
         missing = [name for name in wanted if name not in found]
         if missing:
@@ -80,6 +107,30 @@ def _manifests(prepared: Path, wanted: list[str]) -> dict[str, Path]:
     if not found:
         raise FileNotFoundError(f"{prepared}: no <source>/<split>/manifest.jsonl (run keyseg prepare first)")
     return found
+
+
+def _read_manifest(manifest: Path, name: str) -> tuple[list[dict], list[dict]]:
+    """The usable records of a manifest, and an error row (file and line) per unusable line."""
+    records, errors, seen = [], [], set()
+    for number, line in enumerate(manifest.read_bytes().split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            reason = check_record(record)
+        except RecursionError:
+            reason = "not JSON (nested too deeply)"
+        except ValueError as error:  # not JSON, not UTF-8
+            reason = f"not JSON ({error})"
+        if reason is None and record["id"] in seen:
+            reason = f"`id` {record['id']} appears on an earlier line too"
+        if reason is not None:
+            errors.append({"split": name, "id": None, "file": str(manifest), "line": number,
+                           "reason": f"{manifest} line {number}: record {reason}"})
+            continue
+        seen.add(record["id"])
+        records.append(record)
+    return records, errors
 
 
 def _record_keywords(record: dict, keywords: dict[str, str | None]) -> list[str | None]:
@@ -92,69 +143,112 @@ def _record_keywords(record: dict, keywords: dict[str, str | None]) -> list[str 
     return [None for _ in record["targets"]]
 
 
-def build_sample(task: tuple[dict, str, str, list]) -> tuple[str, dict | None, str | None]:
+def build_sample(task: tuple[dict, str, str, list, int]) -> tuple[str, dict | None, str | None]:
     """(key, members or None, error) for one record; runs in worker processes."""
-    record, data_dir, prepared, keywords = task
+    record, data_dir, prepared, keywords, pixel_bound = task
+    set_max_image_pixels(pixel_bound)  # a worker is a separate process: the run's bound is set here
     try:
-        image = (Path(data_dir) / record["image"]).read_bytes()
-        masks = [read_mask_png(Path(prepared) / target["mask"]) for target in record["targets"]]
+        # Paths come from the manifest: read only inside the data folder and the prepared folder.
+        image = data_file(data_dir, record["image"], "manifest `image`").read_bytes()
+        try:
+            image_info(image)  # the header only (JPEG): a decompression bomb is refused, never packed
+        except ImageError as error:
+            raise DataError(record["image"], str(error)) from None
+        masks = [read_mask_png(confined_path(prepared, target["mask"], "manifest `mask`"))
+                 for target in record["targets"]]
         for target, mask in zip(record["targets"], masks):
             if mask.shape != (record["height"], record["width"]):
                 raise ValueError(f"mask {target['mask']} is {mask.shape[1]}x{mask.shape[0]}, "
                                  f"record says {record['width']}x{record['height']}")
         sample = build_sample_json(record, masks, keywords)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError) as error:  # DataError and ImageError are ValueErrors
         return record["id"], None, str(error)
     return record["id"], {"jpg": image, "json": sample_json_bytes(sample)}, None
 
 
 def _fingerprint(manifest: Path, keywords_hash: str | None, config: ShardConfig) -> str:
     settings = json.dumps({"format": SAMPLE_FORMAT_VERSION, "maxcount": config.maxcount, "maxsize": config.maxsize,
-                           "seed": config.seed, "keywords": keywords_hash}, sort_keys=True)
+                           "seed": config.seed, "keywords": keywords_hash,
+                           "max_image_pixels": config.max_image_pixels}, sort_keys=True)
     return hashlib.sha256((sha256_file(manifest) + settings).encode()).hexdigest()
 
 
 def _split_done(split_dir: Path, fingerprint: str) -> dict | None:
+    """The split's _SUCCESS.json when it is current and whole, else None (the split is redone)."""
     try:
-        done = json.loads((split_dir / SUCCESS).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        done = json.loads((split_dir / SUCCESS).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
-    if done.get("fingerprint") != fingerprint:
+    if not isinstance(done, dict) or done.get("fingerprint") != fingerprint:
         return None
-    if not all((split_dir.parent.parent / shard["path"]).is_file() for shard in done["shards"]):
+    counts = ("samples", "targets", "targets_with_keyword", "bytes", "errors")
+    if not all(is_int(done.get(key)) for key in counts) or not isinstance(done.get("shards"), list):
         return None
+    for shard in done["shards"]:
+        if not isinstance(shard, dict) or not is_text(shard.get("path")):
+            return None
+        try:
+            if not confined_path(split_dir.parent.parent, shard["path"]).is_file():
+                return None
+        except DataError:
+            return None
     return done
 
 
 def run(config: ShardConfig, console: Console | None = None) -> ShardResult:
     console = console or Console(stderr=True)
+    if not isinstance(config.max_image_pixels, int) or config.max_image_pixels < 1:
+        raise UsageError(f"--max-image-pixels must be a positive integer, got {config.max_image_pixels!r}")
+    previous = max_image_pixels()
+    set_max_image_pixels(config.max_image_pixels)
+    try:
+        return _run(config, console)
+    finally:
+        set_max_image_pixels(previous)  # a library call leaves the process bound as it was
+
+
+def _prepared_data_dir(prepared: Path) -> str | None:
+    """The data dir `keyseg prepare` recorded in prepare_config.json, if any."""
+    path = prepared / "prepare_config.json"
+    if not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as error:
+        raise DataError(path, f"not JSON ({error}); pass --data-dir or rerun keyseg prepare") from None
+    data_dir = recorded.get("data_dir") if isinstance(recorded, dict) else None
+    if data_dir is not None and not is_text(data_dir):
+        raise DataError(path, "`data_dir` is not a string; pass --data-dir or rerun keyseg prepare")
+    return data_dir
+
+
+def _run(config: ShardConfig, console: Console) -> ShardResult:
     prepared, out = Path(config.prepared).resolve(), Path(config.out).resolve()
-    prepare_config = json.loads((prepared / "prepare_config.json").read_text()) \
-        if (prepared / "prepare_config.json").is_file() else {}
-    data_dir = Path(config.data_dir or prepare_config.get("data_dir") or ".").resolve()
+    data_dir = Path(config.data_dir or _prepared_data_dir(prepared) or ".").resolve()
     keywords_path = config.keywords or (data_dir / DEFAULT_KEYWORDS if (data_dir / DEFAULT_KEYWORDS).is_file() else None)
-    keywords = _keywords_by_image(keywords_path)
+    keywords, keyword_errors = _keywords_by_image(keywords_path)
     keywords_hash = sha256_file(keywords_path) if keywords_path else None
     manifests = _manifests(prepared, config.splits)
     workers = config.workers or os.cpu_count() or 1
     out.mkdir(parents=True, exist_ok=True)
 
     splits, errors, skipped = {}, [], []
+    if "reasonseg:train" in manifests:
+        errors += keyword_errors
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     columns = (TextColumn("[bold]{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     try:
         with Progress(*columns, console=console, disable=not config.show_progress) as progress:
-            for name, manifest in manifests.items():
-                source, split = name.split(":")
+            for name, (source, split, manifest) in manifests.items():
                 split_dir = out / source / split
                 # Only ReasonSeg train samples carry mined keywords: other splits ignore the file.
                 uses_keywords = name == "reasonseg:train"
                 fingerprint = _fingerprint(manifest, keywords_hash if uses_keywords else None, config)
                 done = _split_done(split_dir, fingerprint)
                 if done is None:
-                    done, split_errors = _write_split(name, manifest, split_dir, out, data_dir, prepared, keywords,
-                                                      config, fingerprint, pool, progress)
+                    done, split_errors = _write_split(name, source, split, manifest, split_dir, out, data_dir,
+                                                      prepared, keywords, config, fingerprint, pool, progress)
                     errors += split_errors
                 else:
                     skipped.append(name)
@@ -170,7 +264,8 @@ def run(config: ShardConfig, console: Console | None = None) -> ShardResult:
         "inputs": {
             "prepared": str(prepared), "data_dir": str(data_dir),
             "keywords": {"path": str(keywords_path), "sha256": keywords_hash} if keywords_path else None,
-            "manifests": {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in manifests.items()},
+            "manifests": {name: {"path": str(path), "sha256": sha256_file(path)}
+                          for name, (_, _, path) in manifests.items()},
         },
         "splits": {name: {key: value for key, value in done.items() if key != "fingerprint"}
                    for name, done in splits.items()},
@@ -185,9 +280,10 @@ def run(config: ShardConfig, console: Console | None = None) -> ShardResult:
     return ShardResult(index=index, errors=errors, skipped_splits=skipped)
 
 
-def _write_split(name, manifest, split_dir, out, data_dir, prepared, keywords, config, fingerprint, pool, progress):
+def _write_split(name, source, split, manifest, split_dir, out, data_dir, prepared, keywords, config, fingerprint,
+                 pool, progress):
     started = time.perf_counter()
-    records = read_jsonl(manifest)
+    records, errors = _read_manifest(manifest, name)
     # Sort first so the shuffle depends on the seed only, not on the manifest's order.
     records.sort(key=lambda record: record["id"])
     random.Random(f"{config.seed}:{name}").shuffle(records)
@@ -195,16 +291,18 @@ def _write_split(name, manifest, split_dir, out, data_dir, prepared, keywords, c
     for stale in [*split_dir.glob("*.tar"), *split_dir.glob(".*.tmp"), split_dir / SUCCESS]:
         stale.unlink(missing_ok=True)
 
-    source, split = name.split(":")
-    writer = ShardWriter(split_dir / f"{source}-{split}-%06d.tar", config.maxcount, config.maxsize)
-    tasks = [(record, str(data_dir), str(prepared), _record_keywords(record, keywords)) for record in records]
-    bar = progress.add_task(name, total=len(tasks))
+    # Folder names are data: a "%" in them must not become a format directive.
+    stem = f"{source}-{split}".replace("%", "%%")
+    writer = ShardWriter(split_dir / f"{stem}-%06d.tar", config.maxcount, config.maxsize)
+    tasks = [(record, str(data_dir), str(prepared), _record_keywords(record, keywords), config.max_image_pixels)
+             for record in records]
+    bar = progress.add_task(escape(name), total=len(tasks))
     results = pool.imap(build_sample, tasks, chunksize=8) if pool else map(build_sample, tasks)
-    errors, samples, targets, with_keyword = [], 0, 0, 0
+    samples, targets, with_keyword = 0, 0, 0
     try:
-        for (key, members, error), (record, _, _, record_keywords) in zip(results, tasks):
+        for (key, members, error), (record, _, _, record_keywords, _) in zip(results, tasks):
             if members is None:
-                errors.append({"split": name, "id": key, "reason": error})
+                errors.append({"split": name, "id": key, "file": str(manifest), "line": None, "reason": error})
             else:
                 writer.write(key, members)
                 samples += 1
@@ -227,18 +325,21 @@ def _write_split(name, manifest, split_dir, out, data_dir, prepared, keywords, c
 
 
 def _print_summary(console: Console, index: dict, skipped: list[str], errors: list[dict], out: Path) -> None:
-    table = Table(title=f"keyseg shard -> {out}", box=box.SIMPLE_HEAD)
+    # Split names, sample ids and reasons are data: escaped, so "[x]" prints as itself.
+    table = Table(title=escape(f"keyseg shard -> {out}"), box=box.SIMPLE_HEAD)
     table.add_column("source:split", no_wrap=True)
     for column in ("images", "targets", "kw", "shards", "MB", "errors", "status"):
         table.add_column(column, justify="right")
     for name, split in index["splits"].items():
-        table.add_row(name, str(split["samples"]), str(split["targets"]), str(split["targets_with_keyword"]),
+        table.add_row(escape(name), str(split["samples"]), str(split["targets"]), str(split["targets_with_keyword"]),
                       str(len(split["shards"])), f"{split['bytes'] / 1e6:.1f}",
                       f"[red]{split['errors']}[/]" if split["errors"] else "0",
                       "kept" if name in skipped else "new")
     console.print(table)
     for error in errors[:20]:
-        console.print(f"[red]error[/] {error['split']} {error['id']}: {error['reason']}")
+        sample = f" {error['id']}" if error["id"] is not None else ""
+        console.print(f"[red]error[/] {escape(error['split'])}{escape(sample)}: {escape(error['reason'])}",
+                      soft_wrap=True)
     if errors:
         console.print(f"[red]{len(errors)} sample(s) failed[/]; the others were written. "
-                      f"Details: {out / 'shard_errors.json'}")
+                      f"Details: {escape(str(out / 'shard_errors.json'))}", soft_wrap=True)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
+
+from keyseg.images import check_image_size
 
 
 # Masks are long runs of one value: no PNG row filter plus zlib's run-length strategy
@@ -20,9 +24,27 @@ def encode_png(image: np.ndarray, params: list[int] | None = None) -> bytes:
     return buffer.tobytes()
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, without decoding anything."""
+    if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        raise ValueError("not a PNG file")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def read_mask_png(path) -> np.ndarray:
-    """A mask written by `encode_png`, as uint8 (height, width)."""
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    """A mask written by `encode_png`, as uint8 (height, width).
+
+    The size in the header is checked against the pixel bound first: a PNG of a few
+    hundred kilobytes can inflate to gigabytes."""
+    data = Path(path).read_bytes()
+    try:
+        check_image_size(*png_size(data))
+    except ValueError as error:  # ImageError is one
+        raise ValueError(f"{path}: {error}") from None
+    mask = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if mask is None:
         raise ValueError(f"{path}: not a readable PNG")
     if mask.ndim != 2:

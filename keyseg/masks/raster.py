@@ -8,13 +8,22 @@ shape's bounding-box crop instead of a full-image canvas).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from keyseg.images import max_image_pixels
+
 TARGET_VALUE = 1
 IGNORE_VALUE = 255
+
+# OpenCV and pycocotools walk a polygon's whole outline, also where it lies outside the
+# image: time (OpenCV) and memory (pycocotools, 5x supersampled) grow with its length, so
+# a few bytes of coordinates can ask for minutes or gigabytes. A real outline is a few
+# times the image's perimeter; one over this many times is refused.
+OUTLINE_FACTOR = 64
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,29 @@ class Polygon:
     @property
     def value(self) -> int:
         return IGNORE_VALUE if "ignore" in self.label.lower() else TARGET_VALUE
+
+
+def outline_length(points: np.ndarray) -> float:
+    """Length of a closed polygon's outline; `points` is (N, 2)."""
+    if len(points) < 2:
+        return 0.0
+    return float(np.hypot(*(np.roll(points, -1, axis=0) - points).T).sum())
+
+
+def outline_limit(height: int, width: int) -> float:
+    # A 1 x 10^8 image is within the pixel bound but its perimeter is not a useful scale:
+    # no image counts as wider than the square the bound allows.
+    side_sum = min(height + width, 2 * math.isqrt(max_image_pixels()))
+    return float(OUTLINE_FACTOR * 2 * side_sum)
+
+
+def check_outline(points, height: int, width: int) -> str | None:
+    """Why a polygon is too long to draw on a height x width image, or None."""
+    length = outline_length(np.asarray(points, dtype=np.float64).reshape(-1, 2))
+    if length > outline_limit(height, width):
+        return (f"its outline is {length:,.0f} pixels long, over {OUTLINE_FACTOR} times the "
+                f"{width}x{height} image's perimeter")
+    return None
 
 
 def is_flag_label(label: str) -> bool:

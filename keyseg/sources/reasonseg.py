@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyseg.formats.fields import is_text, type_name
 from keyseg.formats.labelme import LabelMeError, decode_json_text, parse_labelme
 from keyseg.images import ImageError, image_info
-from keyseg.masks.raster import Polygon, is_flag_label, rasterize_polygons
+from keyseg.masks.raster import Polygon, check_outline, is_flag_label, rasterize_polygons
 from keyseg.masks.validate import validate_shapes
 from keyseg.sources.records import Issue, PreparedImage, PreparedTarget
 
@@ -24,18 +26,24 @@ class ReasonSegItem:
     annotation: str  # relative to the data dir
 
 
-def discover_reasonseg(data_dir: Path, split: str) -> list[ReasonSegItem]:
-    """Every stem with a .jpg or a .json in the split folder, sorted.
+def discover_reasonseg(data_dir: Path, split: str) -> tuple[list[ReasonSegItem], list[Issue]]:
+    """Every stem with a .jpg or a .json in the split folder, sorted; and the file names
+    that cannot be used at all (not valid UTF-8: they could not be written to a manifest).
 
     A stem with only one of the two files is kept, so that conversion reports it.
     """
     folder = data_dir / REASONSEG_ROOT / split
-    stems = {path.stem for path in folder.glob("*.jpg")} | {path.stem for path in folder.glob("*.json")}
     relative = REASONSEG_ROOT / split
-    return [
-        ReasonSegItem(name=stem, image=str(relative / f"{stem}.jpg"), annotation=str(relative / f"{stem}.json"))
-        for stem in sorted(stems)
-    ]
+    stems = {path.stem for path in folder.glob("*.jpg")} | {path.stem for path in folder.glob("*.json")}
+    items, issues = [], []
+    for stem in sorted(stems):
+        if not is_text(stem):
+            shown = os.fsencode(stem).decode("utf-8", "backslashreplace")
+            issues.append(Issue("error", str(relative / shown), "bad_file_name", "the file name is not valid UTF-8"))
+            continue
+        items.append(ReasonSegItem(name=stem, image=str(relative / f"{stem}.jpg"),
+                                   annotation=str(relative / f"{stem}.json")))
+    return items, issues
 
 
 def load_explanatory(data: bytes, file: str) -> tuple[dict[str, dict], list[Issue]]:
@@ -51,6 +59,11 @@ def load_explanatory(data: bytes, file: str) -> tuple[dict[str, dict], list[Issu
     for position, entry in enumerate(document):
         if not isinstance(entry, dict) or not all(key in entry for key in ("image", "query", "outputs")):
             issues.append(Issue("error", file, "missing_key", f"record {position} lacks image/query/outputs"))
+            continue
+        wrong = [key for key in ("image", "query", "outputs") if not is_text(entry[key])]
+        if wrong:
+            issues.append(Issue("error", file, "bad_type",
+                                f"record {position}: `{wrong[0]}` is {type_name(entry[wrong[0]])}, expected a string"))
             continue
         by_image[entry["image"]] = {"query": entry["query"], "outputs": entry["outputs"]}
     return by_image, issues
@@ -78,6 +91,11 @@ def convert_reasonseg(
     if annotation.encoding != "utf-8":
         issues.append(Issue("warning", item.annotation, "not_utf8", f"decoded as {annotation.encoding}"))
 
+    for index, shape in enumerate(annotation.shapes):
+        too_long = None if is_flag_label(shape.label) else check_outline(shape.points, info.height, info.width)
+        if too_long:
+            return PreparedImage(item.image, 0, 0, None,
+                                 [Issue("error", item.annotation, "bad_annotation", f"shape {index}: {too_long}")])
     for warning in validate_shapes(annotation.shapes, info.width, info.height):
         issues.append(Issue("warning", item.annotation, warning.code, warning.detail))
 

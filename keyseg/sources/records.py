@@ -37,7 +37,10 @@ class PreparedTarget:
 
 @dataclass
 class PreparedImage:
-    """A converted image, or `targets is None` when an error made it unusable."""
+    """A converted image, or `targets is None` when an error made it unusable.
+
+    Error issues that come with targets cost only their own target (a refCOCO ref whose
+    segmentation cannot be decoded): the image's other targets are still written."""
 
     image: str  # relative to the data dir
     width: int

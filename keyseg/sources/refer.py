@@ -7,7 +7,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyseg.formats.refer import CocoInstances, ReferError, load_instances, load_refs, refs_file
+from keyseg.formats.fields import is_int
+from keyseg.formats.refer import (REFER_DATASETS, CocoInstances, ReferError, check_ref, load_instances, load_refs,
+                                  refs_file)
 from keyseg.images import ImageError, image_info
 from keyseg.masks.coco import SegmentationError, segmentation_to_mask
 from keyseg.sources.records import Issue, PreparedImage, PreparedTarget
@@ -36,10 +38,14 @@ class ReferItem:
 class ReferSplits:
     items: dict[str, list[ReferItem]]  # split -> items sorted by image id
     issues: dict[str, list[Issue]]  # split -> problems found while joining refs to anns
+    general: list[Issue]  # problems that belong to no split (a ref whose `split` is unusable)
 
 
-def load_refer_dataset(data_dir: Path, dataset: str, split_by: str) -> tuple[CocoInstances, list[dict]]:
-    """Read instances.json and refs(<split_by>).p; raises ReferError with the file named."""
+def load_refer_dataset(data_dir: Path, dataset: str, split_by: str) -> tuple[CocoInstances, list]:
+    """Read instances.json and refs(<split_by>).p; raises ReferError with the file named.
+
+    Only a file that is unusable as a whole raises: its entries are checked one by one
+    in `group_refer_items`."""
     dataset_dir = data_dir / REFER_ROOT / dataset
     refs_path, instances_path = refs_file(dataset_dir, split_by), dataset_dir / "instances.json"
     for path in (refs_path, instances_path):
@@ -57,16 +63,37 @@ def load_refer_dataset(data_dir: Path, dataset: str, split_by: str) -> tuple[Coc
 
 
 def group_refer_items(
-    instances: CocoInstances, refs: list[dict], dataset: str, split_by: str, splits: tuple[str, ...]
+    instances: CocoInstances, refs: list, dataset: str, split_by: str, splits: tuple[str, ...]
 ) -> ReferSplits:
-    """Join refs to their annotations and images, one item per (split, image)."""
+    """Join refs to their annotations and images, one item per (split, image).
+
+    Every ref and entry is checked against its schema first; one that fails is an error
+    row naming the file and the field, and the others go on."""
     refs_name = str(REFER_ROOT / dataset / f"refs({split_by}).p")
     instances_name = str(REFER_ROOT / dataset / "instances.json")
     grouped: dict[str, dict[int, list[dict]]] = {split: defaultdict(list) for split in splits}
     issues: dict[str, list[Issue]] = {split: [] for split in splits}
-    for ref in refs:
-        split = ref["split"]
-        if split not in grouped:
+    general = [Issue("error", instances_name, "bad_entry", problem) for problem in instances.problems]
+    known_splits = REFER_DATASETS[dataset][split_by]
+    for position, ref in enumerate(refs):
+        reason = check_ref(ref)
+        split = ref.get("split") if isinstance(ref, dict) else None
+        if not isinstance(split, str) or split not in known_splits:
+            if reason is None:
+                reason = f"`split` {split!r:.40} is not one of {', '.join(known_splits)}"
+            split = None  # unusable: reported once, under no split
+        elif split not in grouped:
+            continue  # a split nobody asked for: not ours to judge
+        if reason is not None:
+            name = f"ref {ref['ref_id']}" if isinstance(ref, dict) and is_int(ref.get("ref_id")) else \
+                f"ref at position {position}"
+            row = Issue("error", refs_name, "bad_ref", f"{name} {reason}")
+            (issues[split] if split is not None else general).append(row)
+            continue
+        if ref["image_id"] in instances.bad_images:
+            issues[split].append(Issue("error", instances_name, "bad_image_entry",
+                                       f"ref {ref['ref_id']}: image {ref['image_id']} "
+                                       f"{instances.bad_images[ref['image_id']]}"))
             continue
         if ref["ann_id"] not in instances.annotations:
             issues[split].append(
@@ -91,9 +118,11 @@ def group_refer_items(
             items[split].append(
                 ReferItem(
                     image_id=image_id,
-                    image=str(COCO_IMAGE_DIR / entry["file_name"]),
-                    height=int(entry["height"]),
-                    width=int(entry["width"]),
+                    # Joined as text: `Path / "/etc/passwd"` would drop the folder. The
+                    # worker confines it to the image folder before reading anything.
+                    image=f"{COCO_IMAGE_DIR.as_posix()}/{entry['file_name']}",
+                    height=entry["height"],
+                    width=entry["width"],
                     refs=tuple(
                         {"ref_id": ref["ref_id"], "ann_id": ref["ann_id"],
                          "sents": [sentence["sent"] for sentence in ref["sentences"]]}
@@ -105,7 +134,7 @@ def group_refer_items(
                     instances_file=instances_name,
                 )
             )
-    return ReferSplits(items=items, issues=issues)
+    return ReferSplits(items=items, issues=issues, general=general)
 
 
 def convert_refer(item: ReferItem, image_bytes: bytes, decode_images: bool = False) -> PreparedImage:

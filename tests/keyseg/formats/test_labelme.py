@@ -41,3 +41,32 @@ def test_single_string_text_is_a_list_of_one():
 def test_bad_files_name_the_reason(data, reason):
     with pytest.raises(LabelMeError, match=reason):
         parse_labelme(data)
+
+
+@pytest.mark.parametrize(
+    "document,reason",
+    [
+        (dict(GOOD, text=[["nested"]]), r"`text` must be a non-empty list of strings \(item 0 is list\)"),
+        (dict(GOOD, text=[]), r"\(found an empty list\)"),
+        (dict(GOOD, text=None), r"\(found null\)"),
+        (dict(GOOD, shapes={"a": 1}), "`shapes` must be a list, found dict"),
+        (dict(GOOD, shapes=[{"label": 5, "points": []}]), "shape 0: `label` must be a string, found int"),
+        (dict(GOOD, shapes=[{"label": "target", "points": [[1, 2], [10**400, 1]]}]), "finite numbers within"),
+        (dict(GOOD, shapes=[{"label": "target", "points": [[1, 2], [3e9, 1]]}]), "finite numbers within"),
+        (dict(GOOD, shapes=[{"label": "target", "points": [[1, 2], [True, 1]]}]), "finite numbers within"),
+    ],
+)
+def test_wrong_types_name_the_key(document, reason):
+    with pytest.raises(LabelMeError, match=reason):
+        parse_labelme(json.dumps(document).encode())
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b'{"text": ["\\ud800"], "is_sentence": false, "shapes": []}', r"item 0 is text that is not valid Unicode"),
+    (b"[" * 100000, "nested too deeply"),
+    (b'{"text": ' + b"1" * 5000 + b"}", "invalid JSON"),
+    (b'{"text": NaN, "is_sentence": false, "shapes": []}', "found float"),
+])
+def test_hostile_json_is_a_labelme_error(data, reason):
+    with pytest.raises(LabelMeError, match=reason):
+        parse_labelme(data)

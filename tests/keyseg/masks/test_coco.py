@@ -75,3 +75,32 @@ def test_overlapping_parts_merge_to_binary():
 def test_bad_segmentations(segmentation, reason):
     with pytest.raises(SegmentationError, match=reason):
         segmentation_to_mask(segmentation, 10, 12)
+
+
+@pytest.mark.parametrize(
+    "segmentation,reason",
+    [
+        ({"size": [30000, 30000], "counts": "0"}, "RLE `size`: image is 30000x30000"),
+        ({"size": "10x12", "counts": "0"}, "RLE `size` is '10x12'"),
+        ({"size": [10, 12], "counts": 5}, "`counts` is int"),
+        ([[0, 0, 1e7, 0, 1e7, 1e7]], "outline is 34,142,136 pixels long"),
+        ([[0, 0, 1, 0, float("nan"), 1]], "not a finite number"),
+        ([[0, 0, 1, 0, "1", 1]], "not a finite number"),
+        ({"size": [10, 12], "counts": [200]}, "pycocotools cannot decode it"),
+    ],
+)
+def test_hostile_segmentations_are_refused_before_any_allocation(segmentation, reason):
+    with pytest.raises(SegmentationError, match=reason):
+        segmentation_to_mask(segmentation, 10, 12)
+
+
+def test_instance_sizes_over_the_bound_are_refused():
+    with pytest.raises(SegmentationError, match="over the bound"):
+        segmentation_to_mask([[0, 0, 5, 0, 5, 5]], 30000, 30000)
+
+
+def test_many_parts_are_merged_without_one_mask_per_part():
+    # 2000 parts used to be decoded to a (h, w, 2000) array before the union.
+    square = [0, 0, 9, 0, 9, 9, 0, 9]
+    mask = segmentation_to_mask([square] * 2000, 12, 12)
+    assert mask.shape == (12, 12) and mask.sum() == np.count_nonzero(segmentation_to_mask([square], 12, 12))

@@ -1,0 +1,59 @@
+"""The records of a prepared manifest (`keyseg prepare` writes them, `keyseg shard` reads them).
+
+A manifest can be edited or replaced by hand, so a reader checks every record against
+this schema before using it: one bad line is an error for that line, not a crash.
+"""
+
+from __future__ import annotations
+
+from keyseg.formats.fields import is_int, is_text, is_text_list, type_name
+from keyseg.images import ImageError, check_image_size
+from keyseg.paths import is_plain_name
+
+
+def check_record(record) -> str | None:
+    """Why a manifest record cannot be used (naming the field), or None."""
+    if not isinstance(record, dict):
+        return f"is a JSON {type_name(record)}, not an object"
+    missing = [key for key in ("id", "image", "width", "height", "source", "split", "targets") if key not in record]
+    if missing:
+        return f"lacks {', '.join(f'`{key}`' for key in missing)}"
+    # The id becomes the shard sample key (tar member names): a plain name without dots.
+    if not is_plain_name(record["id"]) or "." in record["id"]:
+        return f"`id` {record['id']!r:.80} is not a plain name (letters, digits, _ + -)"
+    for key in ("image", "source", "split"):
+        if not is_text(record[key]) or not record[key]:
+            return f"`{key}` is {type_name(record[key])}, expected a non-empty string"
+    for key in ("width", "height"):
+        if not is_int(record[key]):
+            return f"`{key}` is {type_name(record[key])}, expected an integer"
+    try:
+        check_image_size(record["width"], record["height"])
+    except ImageError as error:
+        return f"`width`/`height`: {error}"
+    if not isinstance(record["targets"], list):
+        return f"`targets` is {type_name(record['targets'])}, expected a list"
+    for index, target in enumerate(record["targets"]):
+        reason = _check_target(target)
+        if reason:
+            return f"`targets[{index}]` {reason}"
+    return None
+
+
+def _check_target(target) -> str | None:
+    if not isinstance(target, dict):
+        return f"is {type_name(target)}, expected an object"
+    if not is_text(target.get("mask")) or not target["mask"]:
+        return f"`mask` is {type_name(target.get('mask'))}, expected a path"
+    if not is_text_list(target.get("texts")):
+        return "`texts` is not a list of strings"
+    if not isinstance(target.get("is_sentence"), bool):
+        return f"`is_sentence` is {type_name(target.get('is_sentence'))}, expected true or false"
+    for key in ("ann_id", "ref_id"):
+        if target.get(key) is not None and not is_int(target[key]):
+            return f"`{key}` is {type_name(target[key])}, expected an integer or null"
+    explanatory = target.get("explanatory")
+    if explanatory is not None and not (isinstance(explanatory, dict)
+                                        and all(is_text(explanatory.get(key)) for key in ("query", "outputs"))):
+        return "`explanatory` is not null or an object with `query` and `outputs` strings"
+    return None
