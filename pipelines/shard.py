@@ -36,7 +36,7 @@ from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, image_info, max_
 from keyseg.io import atomic_write_json, sha256_file
 from keyseg.masks.png import read_mask_png
 from keyseg.paths import confined_path
-from keyseg.shards.samples import SAMPLE_FORMAT_VERSION, build_sample_json, sample_json_bytes
+from keyseg.shards.samples import SAMPLE_FORMAT_VERSION, build_sample_json, check_sample_json, sample_json_bytes
 from keyseg.shards.tario import ShardWriter
 from keyseg.sources.files import data_file
 
@@ -147,6 +147,12 @@ def build_sample(task: tuple[dict, str, str, list, int]) -> tuple[str, dict | No
     """(key, members or None, error) for one record; runs in worker processes."""
     record, data_dir, prepared, keywords, pixel_bound = task
     set_max_image_pixels(pixel_bound)  # a worker is a separate process: the run's bound is set here
+    # A ref without sentences gives no query (the reference iterates over sentences): drop it.
+    kept = [index for index, target in enumerate(record["targets"]) if target.get("texts")]
+    if not kept:
+        return record["id"], None, "no target has a text (refs without sentences give no query)"
+    record = {**record, "targets": [record["targets"][index] for index in kept]}
+    keywords = [keywords[index] for index in kept]
     try:
         # Paths come from the manifest: read only inside the data folder and the prepared folder.
         image = data_file(data_dir, record["image"], "manifest `image`").read_bytes()
@@ -161,6 +167,9 @@ def build_sample(task: tuple[dict, str, str, list, int]) -> tuple[str, dict | No
                 raise ValueError(f"mask {target['mask']} is {mask.shape[1]}x{mask.shape[0]}, "
                                  f"record says {record['width']}x{record['height']}")
         sample = build_sample_json(record, masks, keywords)
+        reason = check_sample_json(sample)  # what every reader will check: never pack a sample they refuse
+        if reason is not None:
+            raise DataError(None, reason)
     except (OSError, ValueError) as error:  # DataError and ImageError are ValueErrors
         return record["id"], None, str(error)
     return record["id"], {"jpg": image, "json": sample_json_bytes(sample)}, None

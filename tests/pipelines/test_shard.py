@@ -176,3 +176,27 @@ def test_stats_reports_counts_and_writes_a_picture(prepared, tmp_path):
     assert stats["reasonseg:train"]["keyword_coverage"] == 1.0 and stats["reasonseg:val"]["keyword_coverage"] == 0
     assert stats["refcoco:train"]["targets"] > stats["refcoco:train"]["samples"]
     assert (out / "stats.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_refs_without_sentences_are_dropped_and_an_image_without_any_is_reported(prepared, tmp_path):
+    # A ref with no sentence gives no query; a sample every reader would refuse is never packed.
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared / "prepared", copy / "prepared")
+    shutil.copy(prepared / "keywords.json", copy / "keywords.json")
+    manifest = copy / "prepared" / "refcoco" / "train" / "manifest.jsonl"
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    several = next(r for r in records if len(r["targets"]) > 1)
+    several["targets"][0]["texts"] = []
+    lone = next(r for r in records if r is not several)
+    for target in lone["targets"]:
+        target["texts"] = []
+    manifest.write_text("".join(json.dumps(record) + "\n" for record in records))
+    out = tmp_path / "shards"
+    result = write(copy, out, data_dir=prepared / "data")
+    assert [(error["id"], "no target has a text" in error["reason"]) for error in result.errors] == [(lone["id"], True)]
+    written = {key: json.loads(members["json"]) for key, members in samples_of(out, "refcoco:train")}
+    assert lone["id"] not in written and len(written) == len(records) - 1
+    assert len(written[several["id"]]["targets"]) == len(several["targets"]) - 1
+    assert all(target["texts"] for sample in written.values() for target in sample["targets"])
