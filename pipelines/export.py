@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from keyseg.io import atomic_write_json
-from keyseg.training.checkpoints import resolve_checkpoint
+from keyseg.training.checkpoints import load_zero_state_dict, resolve_checkpoint
 
 
 @dataclass
@@ -27,13 +27,12 @@ class ExportConfig:
 
 def run(config: ExportConfig, console: Console | None = None) -> Path:
     console = console or Console(stderr=True)
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from safetensors.torch import save_file
 
     from keyseg.model.pretrained import build_for_checkpoint, merge_lora
 
     folder, tag, run_dir = resolve_checkpoint(config.checkpoint)
-    state = get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag)
+    state = load_zero_state_dict(folder, tag)  # refuses a file that would run code when read
     model, tokenizer = build_for_checkpoint(run_dir)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

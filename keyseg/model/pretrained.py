@@ -55,13 +55,12 @@ def load_for_evaluation(path: str | Path, device: str = "cpu"):
     if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
         model, tokenizer = load_pretrained(path, device)
         return model, tokenizer, _provenance(path)
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    from keyseg.training.checkpoints import resolve_checkpoint
+    from keyseg.training.checkpoints import load_zero_state_dict, resolve_checkpoint
 
     folder, tag, run_dir = resolve_checkpoint(path)
     model, tokenizer = build_for_checkpoint(run_dir)
-    model.load_state_dict(get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag))
+    # Through keyseg's restricted loader: a checkpoint file that would run code is refused.
+    model.load_state_dict(load_zero_state_dict(folder, tag))
     return model.to(device).eval(), tokenizer, _provenance(run_dir)
 
 

@@ -4,6 +4,9 @@ Layout under OUT/checkpoints: one folder per tag (`step_00000040`, `best`), Deep
 `latest` file naming the newest step tag, and in every tag folder `train_state.json`
 (step, epoch, micro-batch in epoch, best gIoU, epochs without improvement) and the RNG
 states, so a resumed run continues exactly where the interrupted one stopped.
+
+Every read of a checkpoint's `.pt` files goes through `keyseg.training.safe_load`: a
+checkpoint is data, and a file that would run code when unpickled is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from keyseg.io import atomic_write_json
+from keyseg.training.safe_load import restricted_loading
 
 STEP_PREFIX = "step_"
 
@@ -67,14 +71,23 @@ def latest_tag(folder: Path) -> str | None:
 
 def load(engine, folder: Path, tag: str, rank: int) -> dict:
     """Model, optimizer, scheduler, this rank's RNG; returns the training state."""
-    _, client_state = engine.load_checkpoint(str(folder), tag=tag, load_optimizer_states=True,
-                                             load_lr_scheduler_states=True)
+    with restricted_loading(Path(folder) / tag):
+        _, client_state = engine.load_checkpoint(str(folder), tag=tag, load_optimizer_states=True,
+                                                 load_lr_scheduler_states=True)
     if client_state is None or "train_state" not in client_state:
         raise FileNotFoundError(f"{folder / tag}: not a keyseg training checkpoint (no train_state)")
     rng_file = folder / tag / f"rng_rank{rank}.json"
     if rng_file.is_file():
         restore_rng(json.loads(rng_file.read_text()))
     return client_state["train_state"]
+
+
+def load_zero_state_dict(folder: Path, tag: str) -> dict:
+    """The model's full fp32 state dict from a (ZeRO-partitioned) checkpoint tag folder."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    with restricted_loading(Path(folder) / tag):
+        return get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag)
 
 
 def prune(folder: Path, keep: int) -> None:
