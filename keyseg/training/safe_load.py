@@ -17,6 +17,7 @@ import importlib
 import os
 import pickle
 import re
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,6 +71,10 @@ def restricted_loading(tag_dir: str | os.PathLike):
                 yield
             except pickle.UnpicklingError as error:
                 raise _refusal(Path(tag_dir), error) from None
+            except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile) as error:
+                # A truncated or corrupt file (torch's zip reader, DeepSpeed's key lookups).
+                first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+                raise DataError(tag_dir, f"unreadable checkpoint ({type(error).__name__}: {first})") from None
     finally:
         for name, value in saved.items():
             if value is None:

@@ -226,3 +226,15 @@ def test_a_clean_resume_restores_step_optimizer_scheduler_and_rng(run_dir, resum
 def test_a_clean_resume_continues_the_torch_rng_exactly(run_dir, resumed_dir):
     rng = [json.loads((tag / "checkpoints" / LAST / "rng_rank0.json").read_text()) for tag in (resumed_dir, run_dir)]
     assert rng[0]["torch"] == rng[1]["torch"]
+
+
+@pytest.mark.parametrize("file_name", [HOSTILE[0][0], HOSTILE[1][0]])
+def test_a_truncated_checkpoint_file_is_one_line(run_dir, tmp_path, file_name):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=lambda folder, names: [n for n in names if n in (PREVIOUS, "export")])
+    damaged = run / "checkpoints" / LAST / file_name
+    damaged.write_bytes(damaged.read_bytes()[:3000])
+    result = CliRunner().invoke(app, ["export", str(run), str(tmp_path / "exported")], env={"COLUMNS": "200"})
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "unreadable checkpoint" in errors[0], result.output[-3000:]
+    assert str(run / "checkpoints" / LAST) in errors[0]
