@@ -34,7 +34,7 @@ def _call(function, *args, **kwargs):
 
     Exit 2: bad usage (UsageError, or a ValueError raised on the arguments). Exit 1: bad
     data or environment (DataError, any OSError: not found, permission denied, disk full,
-    read-only folder). Anything else is a bug and keeps its traceback."""
+    read-only folder). Ctrl-C: exit 130. Anything else is a bug and keeps its traceback."""
     from keyseg.errors import DataError, describe_os_error
 
     try:
@@ -45,6 +45,10 @@ def _call(function, *args, **kwargs):
         _fail(describe_os_error(error), code=1)
     except ValueError as error:
         _fail(str(error), code=2)
+    except KeyboardInterrupt:
+        # Outputs are written atomically: what exists is whole; a rerun resumes.
+        console.print("[yellow]interrupted[/]: no output was left half-written; run the same command to resume")
+        raise typer.Exit(130) from None
 
 
 def _run_stage(stage, config):
@@ -92,6 +96,11 @@ def prepare(
         help="Decode every image with OpenCV to prove it is readable (slower); by default only the header and EXIF are read.",
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    max_image_pixels: Optional[int] = typer.Option(
+        None, "--max-image-pixels", min=1,
+        help="Refuse images (and instances.json sizes, RLE sizes) with more pixels than this, unread; "
+             "default 100000000.",
+    ),
 ) -> None:
     """Turn ReasonSeg polygons and refCOCO refs into target/ignore masks and JSON Lines manifests.
 
@@ -104,6 +113,7 @@ def prepare(
     config = stage.PrepareConfig(
         data_dir=data_dir, out=out, sources=list(source or []), workers=workers or (os.cpu_count() or 1),
         strict=strict, visualize=visualize, decode_images=decode_images, show_progress=progress,
+        **({"max_image_pixels": max_image_pixels} if max_image_pixels is not None else {}),
     )
     _run_stage(stage, config)
 
@@ -136,6 +146,8 @@ _concurrency = typer.Option(8, min=1, help="Requests in flight at once.")
 _rpm = typer.Option(None, "--rpm", help="Upper bound on requests per minute.")
 _timeout = typer.Option(60.0, help="Seconds per request before it is retried.")
 _max_attempts = typer.Option(4, min=1, help="Attempts per request on 429/5xx/timeouts/malformed replies (the openai client retries twice within each).")
+_max_retry_wait = typer.Option(60.0, min=0.0, help="Longest wait in seconds before a retry, whatever the server's Retry-After asks; a capped wait is printed.")
+_interrupt_grace = typer.Option(5.0, min=0.0, help="Seconds the requests in flight get after Ctrl-C to land in the cache (a second Ctrl-C stops at once).")
 _cache_dir = typer.Option(None, help="Answer cache folder (default: ~/.cache/keyseg/keywords).")
 _cache = typer.Option(True, help="Reuse and store answers in the cache.")
 _price = typer.Option(None, help="US$ per million tokens, IN or IN,OUT, for a cost estimate.")
@@ -148,8 +160,8 @@ def mine_keywords_generate(
     out: Optional[Path] = typer.Option(None, help="Keyword file to write (default: ReasonSeg/explanatory_key/keyword_outputs.json next to the input's explanatory folder)."),
     backend: str = _backend, base_url: Optional[str] = _base_url, model: Optional[str] = _model,
     api_key_env: str = _api_key_env, concurrency: int = _concurrency, requests_per_minute: Optional[float] = _rpm,
-    timeout: float = _timeout, max_attempts: int = _max_attempts, cache_dir: Optional[Path] = _cache_dir,
-    cache: bool = _cache,
+    timeout: float = _timeout, max_attempts: int = _max_attempts, max_retry_wait: float = _max_retry_wait,
+    interrupt_grace: float = _interrupt_grace, cache_dir: Optional[Path] = _cache_dir, cache: bool = _cache,
     report: Optional[Path] = typer.Option(None, help="Report JSON (default: beside the output, *.report.json)."),
     price_per_mtok: Optional[str] = _price,
     batch_file: Optional[Path] = typer.Option(None, help="Write the requests in OpenAI Batch API input format to this file and stop."),
@@ -159,7 +171,8 @@ def mine_keywords_generate(
     """Mine one grounded keyword per record; ungrounded answers get one retry, then a flag (keyword null)."""
     _mine_keywords("generate", input=input, out=out, backend=backend, base_url=base_url, model=model,
                    api_key_env=api_key_env, concurrency=concurrency, requests_per_minute=requests_per_minute,
-                   timeout=timeout, max_attempts=max_attempts, cache_dir=cache_dir, use_cache=cache, report=report,
+                   timeout=timeout, max_attempts=max_attempts, max_retry_wait=max_retry_wait,
+                   interrupt_grace=interrupt_grace, cache_dir=cache_dir, use_cache=cache, report=report,
                    price_per_mtok=price_per_mtok, batch_file=batch_file, batch_results=batch_results,
                    show_progress=progress)
 
@@ -169,8 +182,8 @@ def mine_keywords_validate(
     keywords: Path = typer.Argument(..., help="A keyword_outputs.json to check (never modified)."),
     backend: str = _backend, base_url: Optional[str] = _base_url, model: Optional[str] = _model,
     api_key_env: str = _api_key_env, concurrency: int = _concurrency, requests_per_minute: Optional[float] = _rpm,
-    timeout: float = _timeout, max_attempts: int = _max_attempts, cache_dir: Optional[Path] = _cache_dir,
-    cache: bool = _cache,
+    timeout: float = _timeout, max_attempts: int = _max_attempts, max_retry_wait: float = _max_retry_wait,
+    interrupt_grace: float = _interrupt_grace, cache_dir: Optional[Path] = _cache_dir, cache: bool = _cache,
     report: Optional[Path] = typer.Option(None, help="Report JSON (default: ./<name>.validation.json, or beside --fix)."),
     fix: Optional[Path] = typer.Option(None, help="Write a corrected copy here: bad keywords replaced by a grounded one, or null."),
     price_per_mtok: Optional[str] = _price,
@@ -179,7 +192,8 @@ def mine_keywords_validate(
     """Give every keyword a verdict: ok, ungrounded, not_a_noun_phrase, or disagrees (with an LLM's own)."""
     _mine_keywords("validate", input=keywords, backend=backend, base_url=base_url, model=model,
                    api_key_env=api_key_env, concurrency=concurrency, requests_per_minute=requests_per_minute,
-                   timeout=timeout, max_attempts=max_attempts, cache_dir=cache_dir, use_cache=cache, report=report,
+                   timeout=timeout, max_attempts=max_attempts, max_retry_wait=max_retry_wait,
+                   interrupt_grace=interrupt_grace, cache_dir=cache_dir, use_cache=cache, report=report,
                    fix=fix, price_per_mtok=price_per_mtok, show_progress=progress)
 
 
@@ -195,13 +209,18 @@ def shard(
     seed: int = typer.Option(0, help="Seed of the write-time shuffle; same inputs and seed give byte-identical shards."),
     workers: int = typer.Option(0, min=0, help="Worker processes; 0 means one per core."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    max_image_pixels: Optional[int] = typer.Option(
+        None, "--max-image-pixels", min=1,
+        help="Refuse images and masks with more pixels than this (read from their headers); default 100000000.",
+    ),
 ) -> None:
     """Write prepared images, masks (as COCO RLE), texts and keywords into WebDataset shards plus index.json."""
     from pipelines import shard as stage
 
     config = stage.ShardConfig(prepared=prepared, out=out, keywords=keywords, data_dir=data_dir,
                                splits=list(split or []), maxcount=maxcount, maxsize=maxsize, seed=seed,
-                               workers=workers, show_progress=progress)
+                               workers=workers, show_progress=progress,
+                               **({"max_image_pixels": max_image_pixels} if max_image_pixels is not None else {}))
     _run_stage(stage, config)
 
 
@@ -214,12 +233,16 @@ def shards_verify(
     shards: Path = typer.Argument(..., help="Shard set folder (with index.json)."),
     decode_images: bool = typer.Option(True, help="Decode every image fully with OpenCV (else header only)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    max_image_pixels: Optional[int] = typer.Option(
+        None, "--max-image-pixels", min=1,
+        help="An image with more pixels (read from its header, before decoding) is a bad sample. Default 100,000,000.",
+    ),
 ) -> None:
     """Re-hash every shard, decode every sample; report corrupt or truncated shards and bad samples (exit 1)."""
     from pipelines import shards_verify as stage
 
-    result = _call(stage.run, stage.VerifyConfig(shards=shards, decode_images=decode_images, show_progress=progress),
-                   console=console)
+    result = _call(stage.run, stage.VerifyConfig(shards=shards, decode_images=decode_images, show_progress=progress,
+                                                 max_image_pixels=max_image_pixels), console=console)
     if result.problems:
         raise typer.Exit(1)
 
@@ -228,11 +251,17 @@ def shards_verify(
 def shards_stats(
     shards: Path = typer.Argument(..., help="Shard set folder (with index.json)."),
     picture: bool = typer.Option(True, help="Write stats.png (histograms of image sizes and mask areas)."),
+    max_image_pixels: Optional[int] = typer.Option(
+        None, "--max-image-pixels", min=1,
+        help="A sample whose json claims more pixels is a bad sample. Default 100,000,000.",
+    ),
 ) -> None:
-    """Counts, sizes, targets per image and keyword coverage; writes stats.json and stats.png."""
+    """Counts, sizes, targets per image and keyword coverage; writes stats.json and stats.png.
+
+    Bad samples and shards are counted and listed (the statistics cover the good ones); exit 1 if any."""
     from pipelines import shards_stats as stage
 
-    _call(stage.run, stage.StatsConfig(shards=shards, picture=picture), console=console)
+    _run_stage(stage, stage.StatsConfig(shards=shards, picture=picture, max_image_pixels=max_image_pixels))
 
 
 @shards_app.command("unpack")
@@ -309,7 +338,8 @@ def evaluate(
     out: Path = typer.Option(..., help="Output folder: metrics.json, metrics.md, per_sample.jsonl, gallery/."),
     model: Optional[Path] = typer.Option(None, help="An exported model folder or a training run/checkpoint."),
     predictions: Optional[Path] = typer.Option(None, help="Folder of <sample key>_<target index>.png masks (values > 0 = foreground) to score instead of a model."),
-    missing_as_empty: bool = typer.Option(False, "--missing-as-empty", help="With --predictions: count a missing PNG as an empty mask instead of failing."),
+    missing_as_empty: bool = typer.Option(False, "--missing-as-empty", help="With --predictions: count a missing PNG as an empty mask instead of failing (an unreadable one always fails)."),
+    allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when samples could not be scored (corrupt or truncated shards); they are listed in metrics.json either way."),
     generate: bool = typer.Option(False, "--generate", help="Free generation instead of the reference teacher-forced answer \"[SEG]. [KEY].\"."),
     batch_size: int = typer.Option(4, min=1, help="Images per forward."),
     visualize: int = typer.Option(0, min=0, help="Gallery of the K worst and K best queries (gallery/index.html)."),
@@ -328,7 +358,7 @@ def evaluate(
         raise typer.Exit(subprocess.call(torchrun_command(gpus, sys.argv[1:])))
     config = stage.EvaluateConfig(shards=shards, splits=list(split), out=out, model=model, predictions=predictions,
                                   missing_as_empty=missing_as_empty, generate=generate, batch_size=batch_size,
-                                  visualize=visualize, show_progress=progress)
+                                  visualize=visualize, show_progress=progress, allow_skips=allow_skips)
     _run_stage(stage, config)
 
 
@@ -337,7 +367,7 @@ def predict(
     model: Path = typer.Option(..., help="An exported model folder or a training run/checkpoint."),
     image: Optional[Path] = typer.Option(None, help="Image file."),
     query: Optional[str] = typer.Option(None, help="What to segment, a phrase or a question."),
-    batch: Optional[Path] = typer.Option(None, help="JSONL file of {\"image\": path, \"query\": text} lines instead of --image/--query."),
+    batch: Optional[Path] = typer.Option(None, help="JSONL file of {\"image\": path, \"query\": text, \"id\": optional name} lines instead of --image/--query; image paths as on the command line (absolute or relative to the current folder)."),
     out: Path = typer.Option(Path("predictions"), help="Folder for <id>_mask.png, <id>_overlay.png and predictions.jsonl."),
     generate: bool = typer.Option(True, help="Generate the answer freely (else the teacher-forced \"[SEG]. [KEY].\")."),
 ) -> None:

@@ -3,20 +3,28 @@
 Modes:
   --model DIR        an exported model or a training checkpoint; the reference protocol
                      (first text of each target, teacher-forced "[SEG]. [KEY].", logits > 0)
-                     or --generate; multi-process through torchrun (`--gpus N`), each sample
-                     exactly once over the ranks.
+                     or --generate.
   --predictions DIR  score PNGs `<sample key>_<target index>.png` (values > 0 = foreground)
                      against our ground truth.
+Both run multi-process through torchrun (`--gpus N`): the shards are split over the ranks,
+so each sample is scored exactly once, and rank 0 writes the outputs.
 
 Outputs in OUT: metrics.json (per split: giou, ciou, count, short/long breakdown, keyword
-diagnostics, leakage flag), metrics.md (paper layout), per_sample.jsonl, predictions/
-(model mode: the predicted masks in the --predictions format), and with --visualize K
-gallery/index.html with the K worst and K best samples.
+diagnostics, leakage flag, sample accounting), metrics.md (paper layout), per_sample.jsonl,
+predictions/ (model mode: the predicted masks in the --predictions format), and with
+--visualize K gallery/index.html with the K worst and K best samples.
+
+Bad data: a sample that cannot be scored (corrupt json or image, a key that is not a plain
+file name, the unreadable rest of a truncated shard) is skipped and listed in metrics.json
+(`skipped`, `skipped_samples`), and the samples scored are compared with index.json's
+counts; any loss makes the run exit 1 unless --allow-skips. A prediction PNG that is
+missing (unless --missing-as-empty), undecodable or of the wrong size fails the run with
+its own list (missing_predictions.txt, invalid_predictions.txt); it is never scored.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,11 +33,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from keyseg.data.skips import SkipLog
+from keyseg.errors import DataError, UsageError, describe_os_error
 from keyseg.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, atomic_write_text
 from keyseg.metrics import intersection_union, mask_iou
 from keyseg.metrics.report import SplitMetrics, metrics_json, paper_table
+from keyseg.paths import is_plain_name
+from keyseg.shards.index import index_path, read_index, split_sample_count, split_shard_paths
 
 
 @dataclass
@@ -45,6 +58,7 @@ class EvaluateConfig:
     max_length: int = 512
     visualize: int = 0  # K worst and K best in the gallery
     show_progress: bool = True
+    allow_skips: bool = False  # exit 0 even when samples could not be scored
 
 
 @dataclass
@@ -53,34 +67,90 @@ class EvaluateResult:
     records: list[dict] = field(default_factory=list)
     samples_per_second: float = 0.0
     missing: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)  # "path: reason" of unusable prediction PNGs
+    errors: list[str] = field(default_factory=list)  # why the run exits 1 (samples lost)
 
 
-def _split_urls(shards: Path, name: str) -> list[str]:
-    index = json.loads((Path(shards) / "index.json").read_text())
-    if name not in index["splits"]:
-        raise FileNotFoundError(f"{shards}/index.json has no split {name!r} (has: {', '.join(index['splits'])})")
-    return [str(Path(shards) / entry["path"]) for entry in index["splits"][name]["shards"]]
+@dataclass
+class _SplitPart:
+    """One rank's work on one split (rank 0 merges the parts of every rank)."""
+
+    records: list[dict] = field(default_factory=list)
+    samples: int = 0  # samples scored
+    skips: SkipLog = field(default_factory=SkipLog)
+    missing: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
 
 
-def _distributed() -> tuple[int, int]:
-    """Rank and world size; initialises a gloo/nccl group when launched with several processes."""
+def _check_usage(config: EvaluateConfig) -> None:
+    if (config.model is None) == (config.predictions is None):
+        raise UsageError("give exactly one of --model or --predictions")
+    if not config.splits:
+        raise UsageError("name at least one --split SOURCE:SPLIT")
+    if config.batch_size < 1:
+        raise UsageError(f"--batch-size must be positive, got {config.batch_size}")
+    if config.predictions is not None and not Path(config.predictions).is_dir():
+        raise DataError(config.predictions, "not a folder of prediction PNGs")
+
+
+def _shard_paths(config: EvaluateConfig) -> tuple[dict, dict[str, list[Path]]]:
+    """index.json and each split's shard files, checked before any work: an unknown split
+    is a usage error, a path leaving the shard folder or a missing shard a data error."""
+    index = read_index(config.shards)
+    paths = split_shard_paths(config.shards, config.splits, index)
+    for name, files in paths.items():
+        for path in files:
+            if not path.is_file():
+                raise DataError(index_path(config.shards), f"split {name}: shard {path} not found")
+    return index, paths
+
+
+# ---------------------------------------------------------------------------- processes
+def _distributed() -> tuple[int, int, bool]:
+    """Rank, world size, and whether this call created the process group (launched by
+    torchrun with several processes: gloo on CPU, nccl on GPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return rank, world
+        return rank, world, True
+    return rank, world, False
 
 
-def _gather(records: list[dict], world: int) -> list[dict]:
+def _leave_group() -> None:
+    """Tear the process group down on every rank. A process that exits with the group
+    alive can abort in its C++ destructors ("terminate called without an active
+    exception"), and torchrun then kills the other ranks; the barrier keeps a rank from
+    closing its connections while another still uses them."""
+    try:
+        torch.distributed.barrier()
+    except RuntimeError:
+        pass  # a peer is already gone: nothing left to wait for
+    torch.distributed.destroy_process_group()
+
+
+def _gather(value, world: int) -> list:
+    """`value` of every rank, in rank order (pickled objects of any size)."""
     if world == 1:
-        return records
+        return [value]
     gathered: list = [None] * world
-    torch.distributed.all_gather_object(gathered, records)
-    return [record for part in gathered for record in part]
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
 
 
-def _model_records(config: EvaluateConfig, name: str, model, tokenizer, rank: int, progress, console) -> list[dict]:
-    """Per query: I, U, IoU, query, keywords; writes the predicted masks as PNGs."""
+def _failure_text(error: Exception) -> str:
+    if isinstance(error, OSError):
+        return describe_os_error(error)
+    if isinstance(error, ValueError):  # DataError, UsageError and friends carry their own text
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+# ---------------------------------------------------------------------------- scoring
+def _model_part(config: EvaluateConfig, name: str, paths: list[Path], model, tokenizer, progress) -> _SplitPart:
+    """Per query: I, U, IoU, query, keywords; writes the predicted masks as PNGs.
+
+    The eval pipeline splits the shards over the ranks (each sample exactly once)."""
     from keyseg.data.loader import make_eval_pipeline, make_loader
     from keyseg.data.samples import SampleConfig
     from keyseg.evaluation.inference import predict_batch
@@ -88,63 +158,139 @@ def _model_records(config: EvaluateConfig, name: str, model, tokenizer, rank: in
 
     sample_config = SampleConfig(sam_size=model.config.sam_image_size, clip_size=model.config.clip_image_size,
                                  mode="eval")
-    loader = make_loader(make_eval_pipeline(_split_urls(config.shards, name), sample_config,
+    loader = make_loader(make_eval_pipeline([str(path) for path in paths], sample_config,
                                             batch_size=config.batch_size))
-    records = []
-    bar = progress.add_task(name, total=None)
+    part = _SplitPart()
+    bar = progress.add_task(escape(name), total=None)
     for batch in loader:
+        # The loader skips samples whose key is not a plain file name; checked again here,
+        # where the key becomes a file name.
+        bad_keys = [key for key in batch["keys"] if not is_plain_name(key)]
+        part.skips.add(len(bad_keys), [{"shard": None, "key": key, "reason": "bad key: not a plain file name"}
+                                       for key in bad_keys])
         for row, prediction in enumerate(predict_batch(model, tokenizer, batch, config.max_length,
                                                        generate=config.generate)):
             key = batch["keys"][prediction.image_index]
+            if key in bad_keys:
+                continue
             target = batch["masks"][prediction.image_index][prediction.target_index]
             intersection, union = intersection_union(prediction.mask, target)
             atomic_write_bytes(Path(config.out) / "predictions" / f"{key}_{prediction.target_index}.png",
                                encode_png(prediction.mask.numpy().astype(np.uint8) * 255))
-            records.append({"split": name, "id": key, "target": prediction.target_index,
-                            "query": batch["texts"][row], "is_sentence": bool(batch["is_sentence"][row]),
-                            "intersection": intersection, "union": union, "iou": mask_iou(intersection, union),
-                            "keyword": batch["keywords"][row], "predicted_keyword": prediction.keyword,
-                            "answer": prediction.answer})
+            part.records.append({"split": name, "id": key, "target": prediction.target_index,
+                                 "query": batch["texts"][row], "is_sentence": bool(batch["is_sentence"][row]),
+                                 "intersection": intersection, "union": union,
+                                 "iou": mask_iou(intersection, union), "keyword": batch["keywords"][row],
+                                 "predicted_keyword": prediction.keyword, "answer": prediction.answer})
+        part.samples += len(batch["keys"]) - len(bad_keys)
         progress.advance(bar, len(batch["keys"]))
-    if loader.stats.skipped:
-        console.print(f"[yellow]rank {rank}: {loader.stats.skipped} corrupt sample(s) skipped in {name}")
-    return records
+    part.skips.add_stats(loader.stats)
+    return part
 
 
-def _prediction_records(config: EvaluateConfig, name: str, progress) -> tuple[list[dict], list[str]]:
-    """Score PNG masks against the shards' ground truth (no model, no image decoding)."""
+def _ground_truth(raw: dict) -> list[tuple[dict, np.ndarray]]:
+    """(target, 0/1/255 mask) per target of a raw shard sample; ValueError with the reason
+    (BadSampleError from the format's own check) when the sample is unusable."""
+    from keyseg.shards.samples import decode_mask, read_sample
+
+    members = {name: data for name, data in raw.items() if not name.startswith("__")}
+    document = read_sample(raw["__key__"], members)
+    truths = []
+    for index, target in enumerate(document["targets"]):
+        try:
+            truths.append((target, decode_mask(target["mask"])))
+        except ValueError as error:
+            raise ValueError(f"undecodable mask: target {index} ({error})") from None
+    return truths
+
+
+def _read_prediction(path: Path) -> np.ndarray:
+    """A prediction PNG as a grayscale array; ImageError when it is not a readable image or
+    is over the pixel bound (checked from the header, before decoding)."""
     import cv2
+    from PIL import Image
 
-    from keyseg.shards.samples import decode_mask
-    from keyseg.shards.tario import iter_samples
+    from keyseg.images import ImageError, check_image_size
 
-    records, missing = [], []
-    bar = progress.add_task(name, total=None)
-    for url in _split_urls(config.shards, name):
-        with open(url, "rb") as handle:
-            for key, members in iter_samples(handle):
-                sample = json.loads(members["json"])
-                for index, target in enumerate(sample["targets"]):
-                    truth = decode_mask(target["mask"])
-                    path = Path(config.predictions) / f"{key}_{index}.png"
-                    predicted = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
-                    if predicted is None:
-                        missing.append(f"{key}_{index}")
-                        if not config.missing_as_empty:
-                            continue
-                        predicted = np.zeros_like(truth)
-                    if predicted.shape != truth.shape:
-                        raise ValueError(f"{path}: {predicted.shape[1]}x{predicted.shape[0]}, ground truth is "
-                                         f"{truth.shape[1]}x{truth.shape[0]}")
-                    intersection, union = intersection_union(predicted > 0, truth)
-                    records.append({"split": name, "id": key, "target": index, "query": target["texts"][0],
-                                    "is_sentence": bool(target["is_sentence"]), "intersection": intersection,
-                                    "union": union, "iou": mask_iou(intersection, union),
-                                    "keyword": target["keyword"], "predicted_keyword": None, "answer": None})
-                progress.advance(bar)
-    return records, missing
+    data = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception as error:  # Pillow raises many types for a file that is not an image
+        raise ImageError(f"not a readable image ({error})") from None
+    check_image_size(width, height)
+    mask = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise ImageError("OpenCV cannot decode it")
+    return mask
 
 
+def _predictions_part(config: EvaluateConfig, name: str, paths: list[Path], progress) -> _SplitPart:
+    """Score PNG masks against the shards' ground truth (no model, no image decoding)."""
+    from keyseg.data.loader import iter_raw_samples
+    from keyseg.data.skips import _SkipTracker
+    from keyseg.images import ImageError
+
+    part, tracker = _SplitPart(), _SkipTracker()
+    bar = progress.add_task(escape(name), total=None)
+    for raw in iter_raw_samples([str(path) for path in paths], tracker):
+        key = raw["__key__"]  # a plain name: iter_raw_samples skips any other
+        try:
+            truths = _ground_truth(raw)
+        except ValueError as error:
+            tracker.skip(raw["__url__"], key, str(error))
+            continue
+        part.samples += 1
+        for index, (target, truth) in enumerate(truths):
+            path = Path(config.predictions) / f"{key}_{index}.png"
+            if path.is_file():
+                try:
+                    predicted = _read_prediction(path)
+                except (ImageError, OSError) as error:
+                    part.invalid.append(f"{path}: {error}")
+                    continue
+                if predicted.shape != truth.shape:
+                    part.invalid.append(f"{path}: {predicted.shape[1]}x{predicted.shape[0]}, ground truth is "
+                                        f"{truth.shape[1]}x{truth.shape[0]}")
+                    continue
+            else:
+                part.missing.append(f"{key}_{index}")
+                if not config.missing_as_empty:
+                    continue
+                predicted = np.zeros_like(truth)
+            intersection, union = intersection_union(predicted > 0, truth)
+            part.records.append({"split": name, "id": key, "target": index, "query": target["texts"][0],
+                                 "is_sentence": target["is_sentence"], "intersection": intersection,
+                                 "union": union, "iou": mask_iou(intersection, union),
+                                 "keyword": target["keyword"], "predicted_keyword": None, "answer": None})
+        progress.advance(bar)
+    skips = tracker.drain()
+    part.skips.add(len(skips), [skip.to_dict() for skip in skips])
+    return part
+
+
+def _merge(parts: list[_SplitPart]) -> _SplitPart:
+    merged = _SplitPart()
+    for part in parts:
+        merged.records += part.records
+        merged.samples += part.samples
+        merged.skips.add(part.skips.count, part.skips.listed)
+        merged.missing += part.missing
+        merged.invalid += part.invalid
+    return merged
+
+
+def _sample_accounting(index: dict, name: str, part: _SplitPart) -> dict:
+    """Samples in the index, scored, and skipped (the larger of the skips seen and the
+    samples missing from the count: a truncated shard is one skip but loses its tail)."""
+    expected = split_sample_count(index, name)
+    seen = part.skips.count
+    skipped = seen if expected is None else max(seen, expected - part.samples)
+    return {"samples_in_index": expected, "samples_scored": part.samples, "skipped": skipped,
+            "skipped_samples": part.skips.listed}
+
+
+# ---------------------------------------------------------------------------- diagnostics
 def _keyword_diagnostics(records: list[dict]) -> dict | None:
     from keyseg.keywords.grounding import keywords_agree, normalize_keyword
     from keyseg.metrics import IoUStats
@@ -167,56 +313,83 @@ def _leakage(provenance: dict, name: str) -> dict | None:
     return {"trained_on_this_split": name in trained_on, "trained_on": trained_on} if provenance else None
 
 
+# ---------------------------------------------------------------------------- run
 def run(config: EvaluateConfig, console: Console | None = None) -> EvaluateResult:
     console = console or Console(stderr=True)
-    if (config.model is None) == (config.predictions is None):
-        raise ValueError("give exactly one of --model or --predictions")
-    if not config.splits:
-        raise ValueError("name at least one --split SOURCE:SPLIT")
-    for name in config.splits:
-        _split_urls(config.shards, name)  # fail before any work on a wrong name
-    rank, world = _distributed()
+    _check_usage(config)
+    index, shard_paths = _shard_paths(config)
+    rank, world, owns_group = _distributed()
+    try:
+        return _evaluate(config, index, shard_paths, rank, world, console)
+    finally:
+        if owns_group:
+            _leave_group()
+
+
+def _evaluate(config: EvaluateConfig, index: dict, shard_paths: dict[str, list[Path]], rank: int, world: int,
+              console: Console) -> EvaluateResult:
     out = Path(config.out)
     model = tokenizer = None
     provenance: dict = {}
-    if config.model is not None:
-        from keyseg.model.pretrained import load_for_evaluation
-
-        model, tokenizer, provenance = load_for_evaluation(config.model)
-    records, missing = [], []
+    parts: dict[str, _SplitPart] = {}
+    failure: Exception | None = None
     started = time.perf_counter()
-    columns = (TextColumn("[bold]{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=rank != 0 or not config.show_progress) as progress:
-        for name in config.splits:
-            if model is not None:
-                records += _model_records(config, name, model, tokenizer, rank, progress, console)
-            else:
-                split_records, split_missing = _prediction_records(config, name, progress)
-                records += split_records
-                missing += split_missing
+    # Every rank must reach the gather below, whatever goes wrong in its own share: a rank
+    # that raised here while the others wait in the collective would hang them.
+    try:
+        if config.model is not None:
+            from keyseg.model.pretrained import load_for_evaluation
+
+            model, tokenizer, provenance = load_for_evaluation(config.model)
+        columns = (TextColumn("[bold]{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=console, disable=rank != 0 or not config.show_progress) as progress:
+            for name in config.splits:
+                if model is not None:
+                    parts[name] = _model_part(config, name, shard_paths[name], model, tokenizer, progress)
+                else:
+                    # Shards split over the ranks as the model mode's pipeline splits them.
+                    paths = shard_paths[name][rank::world]
+                    parts[name] = _predictions_part(config, name, paths, progress)
+    except Exception as error:  # re-raised below, after every rank has reported
+        failure = error
     seconds = time.perf_counter() - started
-    records = _gather(records, world)
+    gathered = _gather((parts, None if failure is None else _failure_text(failure)), world)
+    if failure is not None:
+        raise failure
+    failed = [(number, message) for number, (_, message) in enumerate(gathered) if message]
+    if failed:
+        raise DataError(None, f"rank {failed[0][0]} failed: {failed[0][1]}")
     if rank != 0:
         return EvaluateResult(metrics={})
-    if missing and not config.missing_as_empty:
-        atomic_write_text(out / "missing_predictions.txt", "\n".join(missing) + "\n")
-        raise FileNotFoundError(f"{len(missing)} prediction(s) missing (e.g. {', '.join(missing[:5])}); "
-                                f"full list: {out / 'missing_predictions.txt'}; --missing-as-empty counts them as empty")
 
-    records.sort(key=lambda r: (r["split"], r["id"], r["target"]))
+    merged = {name: _merge([rank_parts[name] for rank_parts, _ in gathered]) for name in config.splits}
+    missing = [entry for part in merged.values() for entry in part.missing]
+    invalid = [entry for part in merged.values() for entry in part.invalid]
+    _fail_on_bad_predictions(config, out, missing, invalid)
+
+    records = sorted((record for part in merged.values() for record in part.records),
+                     key=lambda r: (r["split"], r["id"], r["target"]))
     splits = {name: SplitMetrics(name) for name in config.splits}
     for record in records:
         splits[record["split"]].add(record["intersection"], record["union"], record["is_sentence"])
-    extra = {}
+    extra, errors = {}, []
     for name in config.splits:
         split_records = [r for r in records if r["split"] == name]
-        extra[name] = {"keywords": _keyword_diagnostics(split_records), "leakage": _leakage(provenance, name)}
+        extra[name] = {"keywords": _keyword_diagnostics(split_records), "leakage": _leakage(provenance, name),
+                       **_sample_accounting(index, name, merged[name])}
         if extra[name]["leakage"] and extra[name]["leakage"]["trained_on_this_split"]:
-            console.print(f"[bold red]WARNING: the model was trained on {name}: these are not held-out numbers")
+            console.print(f"[bold red]WARNING: the model was trained on {escape(name)}: "
+                          f"these are not held-out numbers")
+        skipped = extra[name]["skipped"]
+        if skipped:
+            expected = extra[name]["samples_in_index"]
+            errors.append(f"{name}: {skipped} of {expected if expected is not None else '?'} sample(s) not scored "
+                          f"(listed in {out / 'metrics.json'})")
     metrics = metrics_json(splits, extra)
-    images = len({(r["split"], r["id"]) for r in records})
-    result = EvaluateResult(metrics=metrics, records=records, samples_per_second=images / max(seconds, 1e-9),
-                            missing=missing)
+    samples = sum(part.samples for part in merged.values())
+    result = EvaluateResult(metrics=metrics, records=records, samples_per_second=samples / max(seconds, 1e-9),
+                            missing=missing, errors=[] if config.allow_skips else errors)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "metrics.md", paper_table(metrics))
     atomic_write_jsonl(out / "per_sample.jsonl", records)
@@ -225,60 +398,87 @@ def run(config: EvaluateConfig, console: Console | None = None) -> EvaluateResul
     if config.visualize:
         _gallery(config, records, metrics, model is not None, console)
     _print(console, metrics, result, out)
+    for error in errors:
+        if config.allow_skips:
+            console.print(f"[yellow]warning:[/] {escape(error)}", soft_wrap=True)
+        else:
+            console.print(f"[red]error:[/] {escape(error)}; --allow-skips accepts this", soft_wrap=True)
     return result
+
+
+def _fail_on_bad_predictions(config: EvaluateConfig, out: Path, missing: list[str], invalid: list[str]) -> None:
+    """Missing (unless --missing-as-empty) or unusable prediction PNGs: list them, no metrics."""
+    problems = []
+    if missing and not config.missing_as_empty:
+        atomic_write_text(out / "missing_predictions.txt", "\n".join(missing) + "\n")
+        problems.append(f"{len(missing)} prediction(s) missing (e.g. {', '.join(missing[:5])}); full list: "
+                        f"{out / 'missing_predictions.txt'}; --missing-as-empty counts them as empty")
+    if invalid:
+        # Never scored as empty: a file that is there but unreadable is a broken export.
+        atomic_write_text(out / "invalid_predictions.txt", "\n".join(invalid) + "\n")
+        problems.append(f"{len(invalid)} prediction(s) unreadable or of the wrong size (e.g. {invalid[0]}); "
+                        f"full list: {out / 'invalid_predictions.txt'}")
+    if problems:
+        raise DataError(config.predictions, "; ".join(problems))
 
 
 def _gallery(config: EvaluateConfig, records: list[dict], metrics: dict, from_model: bool, console) -> None:
     """K worst and K best queries as image | ground truth | prediction, in a static page."""
-    import cv2
-
+    from keyseg.data.loader import iter_raw_samples
+    from keyseg.data.skips import _SkipTracker
     from keyseg.data.transforms import decode_rgb
     from keyseg.evaluation.gallery import GalleryItem, select_extremes, write_gallery
-    from keyseg.shards.samples import decode_mask
-    from keyseg.shards.tario import iter_samples
+    from keyseg.images import ImageError
 
     worst, best = select_extremes(records, config.visualize, key=lambda r: r["iou"])
     wanted = {(r["split"], r["id"]) for r in worst + best}
     samples = {}
     for name in config.splits:
-        for url in _split_urls(config.shards, name):
-            with open(url, "rb") as handle:
-                for key, members in iter_samples(handle):
-                    if (name, key) in wanted:
-                        samples[(name, key)] = members
+        paths = split_shard_paths(config.shards, name)[name]
+        for raw in iter_raw_samples([str(path) for path in paths], _SkipTracker()):
+            if (name, raw["__key__"]) in wanted:
+                samples[(name, raw["__key__"])] = raw
     predictions = Path(config.out) / "predictions" if from_model else Path(config.predictions)
 
-    def item(record: dict) -> GalleryItem:
-        members = samples[(record["split"], record["id"])]
-        sample = json.loads(members["json"])
+    def item(record: dict) -> GalleryItem | None:
+        raw = samples.get((record["split"], record["id"]))
         path = predictions / f"{record['id']}_{record['target']}.png"
-        truth = decode_mask(sample["targets"][record["target"]]["mask"])
-        predicted = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        predicted = predicted > 0 if predicted is not None else np.zeros(truth.shape, dtype=bool)
+        try:
+            target, truth = _ground_truth(raw)[record["target"]]
+            image_rgb = decode_rgb(raw["jpg"])
+            predicted = _read_prediction(path) > 0 if path.is_file() else np.zeros(truth.shape, dtype=bool)
+        except (TypeError, ValueError, OSError) as error:
+            # Scored without decoding its image (--predictions mode), or changed since.
+            console.print(f"[yellow]gallery: {escape(record['id'])} left out ({escape(str(error))})")
+            return None
         return GalleryItem(key=record["id"], split=record["split"], query=record["query"], iou=record["iou"],
                            intersection=record["intersection"], union=record["union"],
-                           image_rgb=decode_rgb(members["jpg"]), target=truth, prediction=predicted,
+                           image_rgb=image_rgb, target=truth, prediction=predicted,
                            keyword=record["keyword"], predicted_keyword=record["predicted_keyword"])
 
-    index = write_gallery(Path(config.out) / "gallery", [item(r) for r in worst], [item(r) for r in best],
-                          title="keyseg evaluate", summary=metrics)
-    console.print(f"gallery: {index}")
+    def items(chosen: list[dict]) -> list[GalleryItem]:
+        return [found for found in map(item, chosen) if found is not None]
+
+    index = write_gallery(Path(config.out) / "gallery", items(worst), items(best), title="keyseg evaluate",
+                          summary=metrics)
+    console.print(f"gallery: {escape(str(index))}")
 
 
 def _print(console: Console, metrics: dict, result: EvaluateResult, out: Path) -> None:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=f"keyseg evaluate -> {out}", box=box.SIMPLE_HEAD)
-    for column in ("split", "gIoU", "cIoU", "masks", "short gIoU", "long gIoU", "keyword match"):
+    table = Table(title=escape(f"keyseg evaluate -> {out}"), box=box.SIMPLE_HEAD)
+    for column in ("split", "gIoU", "cIoU", "masks", "short gIoU", "long gIoU", "keyword match", "skipped"):
         table.add_column(column, justify="left" if column == "split" else "right")
     for name, values in metrics.items():
         short, long_ = values.get("short") or {}, values.get("long") or {}
         keywords = (values.get("keywords") or {})
-        table.add_row(name, f"{100 * values['giou']:.1f}", f"{100 * values['ciou']:.1f}", str(values["count"]),
+        table.add_row(escape(name), f"{100 * values['giou']:.1f}", f"{100 * values['ciou']:.1f}", str(values["count"]),
                       f"{100 * short['giou']:.1f}" if short.get("count") else "-",
                       f"{100 * long_['giou']:.1f}" if long_.get("count") else "-",
-                      f"{100 * keywords['match_rate']:.0f}%" if keywords.get("match_rate") is not None else "-")
+                      f"{100 * keywords['match_rate']:.0f}%" if keywords.get("match_rate") is not None else "-",
+                      str(values["skipped"]))
     console.print(table)
-    console.print(paper_table(metrics))
-    console.print(f"{result.samples_per_second:.1f} images/s; outputs in {out}")
+    console.print(escape(paper_table(metrics)))
+    console.print(escape(f"{result.samples_per_second:.1f} images/s; outputs in {out}"))

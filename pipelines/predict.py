@@ -1,17 +1,33 @@
 """`keyseg predict`: one image and a query (or a JSONL batch of them) -> answer, keyword,
-mask PNG and overlay PNG."""
+mask PNG and overlay PNG.
+
+Outputs are named after each request's id: `OUT/<id>_mask.png`, `OUT/<id>_overlay.png`,
+and every answer goes to `OUT/predictions.jsonl`. An id given in a batch line must be a
+plain file name (letters, digits, `_+-.`) and unique; without one the id is the image's
+file stem (other characters replaced by `_`), numbered `stem-2`, `stem-3`... when images
+share a stem, so no output is ever written outside OUT or over another request's.
+
+Image paths in a batch file are the user's own: absolute, or relative to the current
+folder, as on the command line. A bad line (not JSON, no image or query, a bad or repeated
+id, an unreadable image) is reported on one line and skipped; the other lines are still
+predicted, and the command exits 1.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 
+from keyseg.errors import DataError, UsageError
 from keyseg.io import atomic_write_bytes, atomic_write_jsonl
+from keyseg.paths import is_plain_name
 
 
 @dataclass
@@ -25,16 +41,87 @@ class PredictConfig:
     max_length: int = 512
 
 
-def _requests(config: PredictConfig) -> list[dict]:
+@dataclass
+class PredictResult:
+    predictions: list[dict] = field(default_factory=list)  # the lines of predictions.jsonl
+    errors: list[str] = field(default_factory=list)  # one line per request that was skipped
+
+
+def file_stem_id(image: str) -> str:
+    """An output name from an image's file stem: characters a plain name cannot hold become
+    `_`, and an empty or dot-led stem gets a safe start."""
+    stem = re.sub(r"[^A-Za-z0-9_.+-]", "_", Path(image).stem)[:180]
+    if not is_plain_name(stem):  # empty, or starting with a dot
+        stem = f"image{stem}"[:180]
+    return stem
+
+
+def _read_batch(batch: Path) -> tuple[list[dict], list[str]]:
+    """Requests {"line", "image", "query", "id" (None: not given)} and the bad lines' errors."""
+    try:
+        text = Path(batch).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(batch, f"not UTF-8 text ({error})") from None
+    requests, errors = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{batch}:{number}"
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError as error:
+            errors.append(f"{where}: not JSON ({error})")
+            continue
+        if not isinstance(request, dict) or not isinstance(request.get("image"), str) \
+                or not isinstance(request.get("query"), str):
+            errors.append(f"{where}: each line needs an object with image and query strings")
+            continue
+        given = request.get("id")
+        if given is not None and not is_plain_name(given):
+            errors.append(f"{where}: id {given!r} is not a plain file name (letters, digits, _+-.)")
+            continue
+        requests.append({"line": where, "image": request["image"], "query": request["query"], "id": given})
+    return requests, errors
+
+
+def _assign_ids(requests: list[dict]) -> tuple[list[dict], list[str]]:
+    """Every request gets a unique id: given ids as they are (a repeated one is an error),
+    then image stems, numbered when taken."""
+    taken, kept, errors = set(), [], []
+    for request in requests:
+        if request["id"] is None:
+            continue
+        if request["id"] in taken:
+            errors.append(f"{request['line']}: id {request['id']!r} is used by an earlier line")
+            request["refused"] = True
+            continue
+        taken.add(request["id"])
+    for request in requests:
+        if request.get("refused"):
+            continue
+        if request["id"] is None:
+            stem = file_stem_id(request["image"])
+            name, number = stem, 1
+            while name in taken:
+                number += 1
+                name = f"{stem}-{number}"
+            request["id"] = name
+            taken.add(name)
+        kept.append(request)
+    return kept, errors
+
+
+def _requests(config: PredictConfig) -> tuple[list[dict], list[str]]:
     if config.batch is not None:
-        lines = [json.loads(line) for line in Path(config.batch).read_text().splitlines() if line.strip()]
-        for number, line in enumerate(lines, start=1):
-            if "image" not in line or "query" not in line:
-                raise ValueError(f"{config.batch}:{number}: each line needs image and query")
-        return [{"id": line.get("id") or Path(line["image"]).stem, **line} for line in lines]
+        if config.image is not None or config.query is not None:
+            raise UsageError("give --image and --query, or --batch FILE.jsonl, not both")
+        requests, errors = _read_batch(config.batch)
+        requests, duplicate_errors = _assign_ids(requests)
+        return requests, errors + duplicate_errors
     if config.image is None or config.query is None:
-        raise ValueError("give --image and --query, or --batch FILE.jsonl")
-    return [{"id": Path(config.image).stem, "image": str(config.image), "query": config.query}]
+        raise UsageError("give --image and --query, or --batch FILE.jsonl")
+    return _assign_ids([{"line": str(config.image), "image": str(config.image), "query": config.query,
+                         "id": None}])
 
 
 def _is_sentence(query: str) -> bool:
@@ -42,7 +129,7 @@ def _is_sentence(query: str) -> bool:
     return query.strip().endswith("?") or len(query.split()) > 8
 
 
-def run(config: PredictConfig, console: Console | None = None) -> list[dict]:
+def run(config: PredictConfig, console: Console | None = None) -> PredictResult:
     console = console or Console(stderr=True)
     from keyseg.data.conversation import ConversationConfig, eval_pair
     from keyseg.data.transforms import ClipInput, decode_rgb, sam_input
@@ -51,38 +138,45 @@ def run(config: PredictConfig, console: Console | None = None) -> list[dict]:
     from keyseg.masks.png import encode_png
     from keyseg.model.pretrained import load_for_evaluation
 
-    requests = _requests(config)
+    requests, errors = _requests(config)
     model, tokenizer, _ = load_for_evaluation(config.model)
     clip = ClipInput(model.config.clip_image_size)
     conversation = ConversationConfig()
     out = Path(config.out)
-    results = []
+    result = PredictResult(errors=errors)
     for request in requests:
         image_path = Path(request["image"])
         try:
             rgb = decode_rgb(image_path.read_bytes())
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{image_path}: cannot read the image ({error})") from None
-        image_sam, resize = sam_input(rgb, model.config.sam_image_size)
+            image_sam, resize = sam_input(rgb, model.config.sam_image_size)
+            image_clip = clip(rgb)
+        except (OSError, ValueError) as error:  # missing, not an image, over the pixel bound, a sliver
+            result.errors.append(f"{request['line']}: {image_path}: cannot read the image ({error})")
+            continue
         question, answer = eval_pair(request["query"], _is_sentence(request["query"]), conversation)
         height, width = rgb.shape[:2]
-        batch = {"image_sam": image_sam[None], "image_clip": clip(rgb)[None], "questions": [question],
+        batch = {"image_sam": image_sam[None], "image_clip": image_clip[None], "questions": [question],
                  "answers": [answer], "keywords": [None], "offsets": torch.tensor([0, 1]),
                  "masks": [torch.zeros((1, height, width), dtype=torch.uint8)], "resize": [resize],
                  "original_size": [(height, width)]}
         (prediction,) = predict_batch(model, tokenizer, batch, config.max_length, generate=config.generate)
         mask = prediction.mask.numpy()
+        # The id is a plain file name (checked or built above): these stay inside OUT.
         mask_path = out / f"{request['id']}_mask.png"
         overlay_path = out / f"{request['id']}_overlay.png"
         atomic_write_bytes(mask_path, encode_png(mask.astype(np.uint8) * 255))
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         atomic_write_bytes(overlay_path, encode_png(overlay_panel(bgr, mask.astype(np.uint8), [], request["query"]),
                                                     params=[]))
-        result = {"id": request["id"], "image": str(image_path), "query": request["query"],
+        record = {"id": request["id"], "image": str(image_path), "query": request["query"],
                   "answer": prediction.answer, "keyword": prediction.keyword, "mask": str(mask_path),
                   "overlay": str(overlay_path), "foreground_pixels": int(mask.sum())}
-        results.append(result)
-        console.print(f"[bold]{request['id']}[/]: {request['query']}\n  answer: {prediction.answer}\n"
-                      f"  keyword: {prediction.keyword}\n  mask: {mask_path} ({result['foreground_pixels']} px)")
-    atomic_write_jsonl(out / "predictions.jsonl", results)
-    return results
+        result.predictions.append(record)
+        # Queries, answers and file names are data: escaped, so "[/]" prints as itself.
+        console.print(f"[bold]{escape(record['id'])}[/]: {escape(record['query'])}\n"
+                      f"  answer: {escape(str(record['answer']))}\n  keyword: {escape(str(record['keyword']))}\n"
+                      f"  mask: {escape(str(mask_path))} ({record['foreground_pixels']} px)", soft_wrap=True)
+    atomic_write_jsonl(out / "predictions.jsonl", result.predictions)
+    for error in result.errors:
+        console.print(f"[red]error:[/] {escape(error)}", soft_wrap=True)
+    return result

@@ -10,7 +10,10 @@ or by `keyseg train --gpus N` (which runs torchrun). Outputs under OUT:
     OUT/checkpoints/<tag>/     DeepSpeed checkpoints: step_XXXXXXXX every N steps and at
                                the end, best (by val gIoU); `latest` names the newest step
     OUT/tensorboard/           loss components, lr, samples/s, data wait, val gIoU/cIoU
-    OUT/metrics.jsonl          one line per optimizer step and per validation
+    OUT/metrics.jsonl          one line per optimizer step and per validation, and a
+                               "skips" line per epoch: samples skipped (shard, key, reason)
+    OUT/train_summary.json     steps, losses, val, and every skipped sample (tokenizer,
+                               train and val reading; a bad sample never stops the run)
     OUT/export/                the best (else the last) checkpoint exported (keyseg export)
 """
 
@@ -22,8 +25,11 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
+from keyseg.errors import DataError, UsageError
 from keyseg.io import atomic_write_json
+from keyseg.shards.index import index_path, read_index, split_sample_count, split_shard_paths
 from keyseg.training.config import TrainConfig
 from keyseg.training.engine import deepspeed_config, ensure_single_process_env, parameter_groups, rank_and_world
 
@@ -60,11 +66,11 @@ def _model_config(run: TrainRun, vocab_size: int):
     elif preset in ("keyseg-7b", "lisa-7b"):
         base = KeySegConfig.lisa_7b()
     else:
-        raise ValueError(f"unknown model_preset {preset!r}: choose tiny or keyseg-7b")
+        raise UsageError(f"unknown model_preset {preset!r}: choose tiny or keyseg-7b")
     values = {**base.to_dict(), **run.config.model}
     unknown = set(run.config.model) - set(base.to_dict())
     if unknown:
-        raise ValueError(f"unknown model key(s) {', '.join(sorted(unknown))}; "
+        raise UsageError(f"unknown model key(s) {', '.join(sorted(unknown))}; "
                          f"valid: {', '.join(sorted(base.to_dict()))}")
     if run.config.precision == "bf16":
         values["dtype"] = "bfloat16"
@@ -74,32 +80,34 @@ def _model_config(run: TrainRun, vocab_size: int):
 
 
 def _tokenizer(run: TrainRun, split_shards: dict[str, list[Path]]):
+    """The tokenizer, and the samples skipped while reading the shards for it (tiny models)."""
     from keyseg.data.conversation import ConversationConfig
     from keyseg.model.tokens import SYSTEM_PROMPT
     from keyseg.training.tokenizer import load_tokenizer, shard_texts, word_level_tokenizer
 
     init = run.config.init
     if init.tokenizer or init.lisa or init.llava or init.llm:
-        return load_tokenizer(init.tokenizer or init.lisa or init.llava or init.llm)
+        return load_tokenizer(init.tokenizer or init.lisa or init.llava or init.llm), []
     saved = run.out / "tokenizer"
     if saved.is_dir():  # resuming: the vocabulary must not change under the checkpoint
-        return load_tokenizer(saved)
+        return load_tokenizer(saved), []
     conversation = ConversationConfig()
     texts = [SYSTEM_PROMPT, "USER: ASSISTANT:", *conversation.phrase_questions, *conversation.sentence_questions,
              *conversation.answers, *conversation.explanatory_answers, conversation.eval_answer]
+    skipped: list = []
     for paths in split_shards.values():
-        texts += shard_texts(paths)
-    return word_level_tokenizer(texts)
+        texts += shard_texts(paths, skipped)
+    return word_level_tokenizer(texts), skipped
 
 
 def _split_shards(shards: Path, names: list[str]) -> dict[str, list[Path]]:
-    index = json.loads((shards / "index.json").read_text())
-    found = {}
-    for name in names:
-        if name not in index["splits"]:
-            raise FileNotFoundError(f"{shards}/index.json has no split {name!r} "
-                                    f"(has: {', '.join(index['splits'])})")
-        found[name] = [shards / entry["path"] for entry in index["splits"][name]["shards"]]
+    """Shard files per split, from index.json (paths confined to the shard set folder: an
+    index never names a command, a URL or a file elsewhere); a missing shard is an error."""
+    found = split_shard_paths(shards, names)
+    for name, paths in found.items():
+        for path in paths:
+            if not path.is_file():
+                raise DataError(index_path(shards), f"split {name}: shard {path} not found")
     return found
 
 
@@ -117,7 +125,7 @@ def build_model(run: TrainRun, tokenizer, console: Console):
             report = loading.from_lisa(init.lisa, model, vision=init.vision)
         else:
             report = loading.from_parts(model, llm=init.llm, vision=init.vision, sam=init.sam, llava=init.llava)
-        console.print(report.format())
+        console.print(escape(report.format()))
     apply_trainability(model, model.config)
     model = apply_lora(model, model.config) or model
     if model.config.gradient_checkpointing:
@@ -150,16 +158,20 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
     if run.dry_run:
         dry_run(run, console)
         return TrainResult()
+    config = run.config
+    out, shards = Path(run.out), Path(run.shards)
+    # Checked before anything starts: an unknown split or a bad index fails in a second.
+    train_names = [source["split"] for source in config.data.train]
+    split_shards = _split_shards(shards, train_names + ([config.data.val] if config.data.val else []))
     ensure_single_process_env()
     import deepspeed
 
     rank, world = rank_and_world()
     torch.manual_seed(run.config.seed + rank)
-    config = run.config
-    out, shards = Path(run.out), Path(run.shards)
-    train_names = [source["split"] for source in config.data.train]
-    split_shards = _split_shards(shards, train_names + ([config.data.val] if config.data.val else []))
-    tokenizer = _tokenizer(run, split_shards)
+    tokenizer, tokenizer_skips = _tokenizer(run, split_shards)
+    if tokenizer_skips and rank == 0:
+        console.print(f"[yellow]warning:[/] {len(tokenizer_skips)} bad sample(s) or shard(s) skipped while "
+                      f"building the tokenizer (listed in {escape(str(out / 'train_summary.json'))})")
     model = build_model(run, tokenizer, console if rank == 0 else Console(quiet=True))
     on_cpu = not torch.cuda.is_available()
     groups = parameter_groups(model.named_parameters(), config.optim.lr_scales)
@@ -173,13 +185,17 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
         tokenizer.save_pretrained(out / "tokenizer")
         _save_provenance(shards, out)
     param_groups = [{"params": group["params"]} for group in groups]
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups, config=ds_config)
-
     from keyseg.training.loop import Trainer
 
-    trainer = Trainer(run=run, engine=engine, tokenizer=tokenizer, split_shards=split_shards,
-                      rank=rank, world=world, console=console)
-    result = trainer.fit()
+    try:
+        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups, config=ds_config)
+        trainer = Trainer(run=run, engine=engine, tokenizer=tokenizer, split_shards=split_shards,
+                          rank=rank, world=world, console=console, tokenizer_skips=tokenizer_skips)
+        result = trainer.fit()
+    except BaseException:
+        _leave_group(synchronise=False)  # the others may be stuck in a collective: no barrier
+        raise
+    _leave_group(synchronise=True)
     if config.export and rank == 0:
         # Every rank has saved its ZeRO shards (fit ends with a barrier): consolidate them.
         from pipelines import export
@@ -190,10 +206,25 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
     return result
 
 
+def _leave_group(synchronise: bool) -> None:
+    """Tear down the process group DeepSpeed set up, on every rank and every path: a rank
+    that exits with the group alive can abort in its C++ destructors ("terminate called
+    without an active exception"), and torchrun then kills the others. After a normal run
+    the ranks meet at a barrier first, so none closes connections another still uses."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    if synchronise:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def _save_provenance(shards: Path, out: Path) -> None:
-    index = json.loads((shards / "index.json").read_text())
+    index = read_index(shards)
     atomic_write_json(out / "data_provenance.json", {
         "shards": str(shards.resolve()), "inputs": index.get("inputs"),
-        "splits": {name: {"samples": split["samples"], "shards": [s["sha256"] for s in split["shards"]]}
+        "splits": {name: {"samples": split.get("samples", split_sample_count(index, name)),
+                          "shards": [entry.get("sha256") for entry in split["shards"]]}
                    for name, split in index["splits"].items()},
     })

@@ -18,10 +18,15 @@ every rank takes the same number of optimizer steps whatever the shard sizes. Ev
 choice comes from an RNG seeded by (seed, epoch, rank, worker, stream): reruns reproduce.
 
 Corrupt samples are logged (logger "keyseg.data": shard URL, key, reason), skipped and
-counted. Each batch carries the skips seen since the previous one (`batch["skipped"]`), so
-the `KeySegLoader` returned by `make_loader` sums them in the main process
-(`loader.stats`, reset every epoch). Each worker also logs a summary line when its
-iteration ends. Limit: skips in a worker that yields no batch at all reach only its log.
+counted. Shards are read one at a time (`iter_raw_samples`), so an error is always charged
+to the shard it happened in, and a shard that breaks midway is one skip (key None): the
+rest of it is lost. A sample whose key is not a plain file name (a tar member such as
+`../../x.jpg`) is skipped before anyone can use the key as a file name. Each batch
+carries the skips seen since the previous one (`batch["skipped"]`), so the `KeySegLoader`
+returned by `make_loader` sums them in the main process (`loader.stats`, reset every
+epoch). Each worker also logs a summary line when its iteration ends. An eval worker that
+decodes nothing at all sends its skips on a batch without samples, which only
+`KeySegLoader` expects: iterate eval pipelines through it.
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ from functools import partial
 
 import torch
 import webdataset as wds
+from webdataset.tariterators import tarfile_samples
 from webdataset.utils import pytorch_worker_info
 
 from keyseg.data.samples import CorruptSampleError, SampleConfig, SampleDecoder
 from keyseg.data.skips import LoaderStats, SkippedSample, _SkipTracker  # noqa: F401 (re-exported)
 from keyseg.data.urls import _with_url_schemes, gopen_s3, register_url_schemes, resolve_shards  # noqa: F401
+from keyseg.paths import is_plain_name
 
 LOGGER = logging.getLogger("keyseg.data")
 
@@ -75,6 +82,26 @@ def _seeded_shuffle(source, bufsize: int, seeds: _Seeds, stream: int):
     yield from wds.shuffle(bufsize, initial=bufsize, rng=seeds.rng("shuffle", stream))(source)
 
 
+def _shard_samples(source, tracker: _SkipTracker):
+    """Raw samples ({"__key__", "__url__", extension: bytes}) of the shards in `source`
+    (dicts with a "url"), one shard at a time; see the module docstring."""
+    for shard in source:
+        url = shard["url"]
+        for raw in tarfile_samples([dict(shard)], handler=tracker.shard_error(url)):
+            key = raw.get("__key__")
+            if not is_plain_name(key):
+                tracker.skip(url, key, f"bad key: {key!r} is not a plain file name")
+                continue
+            yield raw
+
+
+def iter_raw_samples(urls: list[str], tracker: _SkipTracker):
+    """The raw samples of `urls` in order, skips recorded in `tracker` (for readers that
+    need no decoding: evaluate's --predictions mode, the tokenizer builder)."""
+    register_url_schemes()
+    yield from _shard_samples(({"url": url} for url in urls), tracker)
+
+
 def _decode(source, decoder: SampleDecoder, tracker: _SkipTracker, seeds: _Seeds | None, stream: int = 0):
     rng = seeds.rng("decode", stream) if seeds is not None else None
     for raw in source:
@@ -82,6 +109,11 @@ def _decode(source, decoder: SampleDecoder, tracker: _SkipTracker, seeds: _Seeds
             sample = decoder(raw, rng)
         except CorruptSampleError as error:
             tracker.skip(raw.get("__url__"), raw.get("__key__"), str(error))
+            continue
+        except (ValueError, TypeError, KeyError) as error:
+            # Data the decoder's checks did not foresee: still one bad sample, not a dead
+            # epoch (skips are counted and reported, so a systematic bug cannot hide here).
+            tracker.skip(raw.get("__url__"), raw.get("__key__"), f"undecodable sample: {error!r}")
             continue
         tracker.totals.samples += 1
         yield sample
@@ -186,6 +218,10 @@ class KeySegPipeline(wds.DataPipeline):
                 held = batch
             if held is not None:
                 yield self._attach(held)
+            elif self.tracker.pending:
+                # Nothing decoded here (e.g. this rank's only shard is truncated): a batch
+                # without samples still carries the skips to the loader, which drops it.
+                yield {"keys": [], "skipped": self.tracker.drain()}
         finally:
             self.tracker.log_summary()
 
@@ -197,7 +233,7 @@ class KeySegPipeline(wds.DataPipeline):
 
 def _source_stages(decoder: SampleDecoder, tracker: _SkipTracker, seeds: _Seeds | None,
                    stream: int = 0, shuffle_buffer: int = 0) -> list:
-    stages = [_with_url_schemes, wds.tarfile_to_samples(handler=tracker.tar_error)]
+    stages = [_with_url_schemes, partial(_shard_samples, tracker=tracker)]
     if seeds is not None:
         stages.append(partial(_seeded_shuffle, bufsize=shuffle_buffer, seeds=seeds, stream=stream))
     return stages + [partial(_decode, decoder=decoder, tracker=tracker, seeds=seeds, stream=stream)]
@@ -275,6 +311,8 @@ class KeySegLoader(wds.WebLoader):
     def _batches(self, batches):
         for batch in batches:
             self.stats.add_skips(batch.pop("skipped", []))
+            if not batch["keys"]:
+                continue  # only carried skips (see KeySegPipeline._run)
             self.stats.batches += 1
             self.stats.samples += len(batch["keys"])
             yield batch

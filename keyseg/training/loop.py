@@ -6,6 +6,10 @@ that ran out of data. Resuming restores the step, the optimizer, the scheduler a
 RNG, and skips the micro-batches of the interrupted epoch that were already consumed;
 the data of an epoch depends only on (seed, epoch, rank), so the resumed run sees the
 same batches as an uninterrupted one.
+
+Bad samples never stop a run: the loader skips them, and every skip (shard, key, reason)
+is recorded, per epoch in metrics.jsonl ("skips" lines, all ranks together) and in total
+in train_summary.json, with those skipped while building the tokenizer and validating.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from keyseg.data.conversation import ConversationConfig
 from keyseg.data.loader import make_eval_pipeline, make_loader, make_train_pipeline
 from keyseg.data.samples import SampleConfig
+from keyseg.data.skips import LoaderStats, SkipLog
 from keyseg.metrics import IoUStats, intersection_union
 from keyseg.training import checkpoints
 from keyseg.training.batches import model_inputs
@@ -32,7 +38,7 @@ LOSS_NAMES = ("loss", "ce", "bce", "dice", "key")
 
 class Trainer:
     def __init__(self, run, engine, tokenizer, split_shards: dict[str, list[Path]], rank: int, world: int,
-                 console: Console):
+                 console: Console, tokenizer_skips: list | None = None):
         self.run, self.engine, self.tokenizer = run, engine, tokenizer
         self.config = run.config
         self.rank, self.world, self.console = rank, world, console
@@ -51,6 +57,10 @@ class Trainer:
 
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
         self.state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "best_giou": None, "bad_epochs": 0}
+        # Samples skipped while reading data, over all ranks (this run, not resumed ones).
+        self.skips = {"tokenizer": SkipLog(), "train": SkipLog(), "val": SkipLog()}
+        tokenizer_skips = tokenizer_skips or []
+        self.skips["tokenizer"].add(len(tokenizer_skips), [skip.to_dict() for skip in tokenizer_skips])
 
     # ------------------------------------------------------------------ data
     def _train_loader(self):
@@ -74,6 +84,9 @@ class Trainer:
 
         self._maybe_resume()
         result = TrainResult()
+        if self.rank == 0 and self.skips["tokenizer"].count:
+            self._append_metrics({"skips": {"during": "tokenizer", "count": self.skips["tokenizer"].count,
+                                            "samples": self.skips["tokenizer"].listed}})
         loader = self._train_loader()
         max_steps = self.run.max_steps
         total = self.config.optim.epochs * self.config.optim.steps_per_epoch
@@ -122,6 +135,7 @@ class Trainer:
                             self._save(checkpoints.step_tag(self.state["step"]))
                         if self.state["step"] >= target:
                             break
+                self._record_skips("train", loader.stats)
                 if self.state["step"] >= target and micro < self.micro_per_epoch:
                     break  # max_steps reached mid-epoch: the epoch is not over
                 self.state["epoch"] += 1
@@ -163,14 +177,16 @@ class Trainer:
     def validate(self) -> IoUStats:
         stats = IoUStats()
         self.engine.module.eval()
+        loader = self._val_loader()
         try:
-            for batch in self._val_loader():
+            for batch in loader:
                 outputs = self._forward(batch, inference=True)
                 for predicted, target in zip(outputs["pred_masks"], batch["masks"]):
                     for logits, mask in zip(predicted, target):
                         stats.add(*intersection_union(logits.float().cpu() > 0, mask.cpu()))
         finally:
             self.engine.module.train()
+        self._record_skips("val", loader.stats)
         if self.world > 1:
             tensor = stats.to_tensor()
             dist.all_reduce(tensor)
@@ -203,6 +219,28 @@ class Trainer:
             return True
         return False
 
+    # ------------------------------------------------------------------ skipped samples
+    def _record_skips(self, during: str, stats: LoaderStats) -> None:
+        """Add one pass's skips of every rank to the run's account (a collective: every
+        rank calls it at the same point) and log them to metrics.jsonl."""
+        mine = (stats.skipped, [skip.to_dict() for skip in stats.examples])
+        if self.world > 1:
+            gathered: list = [None] * self.world
+            dist.all_gather_object(gathered, mine)
+        else:
+            gathered = [mine]
+        found = SkipLog()
+        for count, listed in gathered:
+            found.add(count, listed)
+        self.skips[during].add(found.count, found.listed)
+        if self.rank == 0:
+            if found.count:
+                self.console.print(f"[yellow]warning:[/] {found.count} bad sample(s) skipped ({during}, epoch "
+                                   f"{self.state['epoch']}); listed in {escape(str(self.out / 'metrics.jsonl'))}")
+            self._append_metrics({"skips": {"during": during, "epoch": self.state["epoch"],
+                                            "step": self.state["step"], "count": found.count,
+                                            "samples": found.listed}})
+
     # ------------------------------------------------------------------ checkpoints
     def _save(self, tag: str) -> None:
         checkpoints.save(self.engine, self.checkpoint_dir, tag, dict(self.state), self.rank)
@@ -228,7 +266,8 @@ class Trainer:
             folder, tag = path.parent, path.name
         self.state = checkpoints.load(self.engine, folder, tag, self.rank)
         if self.rank == 0:
-            self.console.print(f"resumed from {folder / tag}: step {self.state['step']}, epoch {self.state['epoch']}")
+            self.console.print(f"resumed from {escape(str(folder / tag))}: step {self.state['step']}, "
+                               f"epoch {self.state['epoch']}")
 
     # ------------------------------------------------------------------ reporting
     def _progress(self) -> Progress:
@@ -264,7 +303,10 @@ class Trainer:
         atomic_write_json(self.out / "train_summary.json", {
             "steps": result.steps, "epochs": result.epochs, "final_loss": result.losses[-1] if result.losses else None,
             "samples_per_second": result.samples_per_second, "data_wait_fraction": result.data_wait_fraction,
-            "best_giou": result.best_giou, "val": result.val})
+            "best_giou": result.best_giou, "val": result.val,
+            "skipped": {during: log.count for during, log in self.skips.items()},
+            "skipped_samples": [{"during": during, **skip} for during, log in self.skips.items()
+                                for skip in log.listed]})
 
 
 def _unwrap(module):

@@ -7,10 +7,7 @@ It is saved with each run, so checkpoints and exports carry it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-from keyseg.shards.tario import iter_samples
 
 SPECIALS = ["<pad>", "<unk>", "</s>"]
 
@@ -29,16 +26,31 @@ def word_level_tokenizer(texts: list[str]):
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="</s>")
 
 
-def shard_texts(shard_paths: list[Path]) -> list[str]:
-    """Every text, keyword and explanatory answer in the given shards."""
+def shard_texts(shard_paths: list[Path], skipped: list | None = None) -> list[str]:
+    """Every text, keyword and explanatory answer in the given shards.
+
+    A bad sample or the unreadable rest of a truncated shard is skipped, as the loader
+    skips it (one bad shard must not stop a run before its first step); each skip is
+    appended to `skipped` (SkippedSample records) when given."""
+    from keyseg.data.loader import iter_raw_samples
+    from keyseg.data.skips import _SkipTracker
+    from keyseg.shards.samples import BadSampleError, read_sample
+
+    tracker = _SkipTracker()
     texts = []
-    for path in shard_paths:
-        with open(path, "rb") as handle:
-            for _, members in iter_samples(handle):
-                for target in json.loads(members["json"])["targets"]:
-                    texts += target["texts"]
-                    texts += [value for value in (target.get("keyword"), target.get("explanatory"),
-                                                  target.get("explanatory_query")) if value]
+    for raw in iter_raw_samples([str(path) for path in shard_paths], tracker):
+        members = {name: data for name, data in raw.items() if not name.startswith("__")}
+        try:
+            document = read_sample(raw["__key__"], members)
+        except BadSampleError as error:
+            tracker.skip(raw["__url__"], raw["__key__"], str(error))
+            continue
+        for target in document["targets"]:
+            texts += target["texts"]
+            texts += [value for value in (target["keyword"], target["explanatory"], target["explanatory_query"])
+                      if value]
+    if skipped is not None:
+        skipped += tracker.drain()
     return texts
 
 

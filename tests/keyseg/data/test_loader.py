@@ -251,7 +251,42 @@ def test_truncated_shard_is_counted_not_fatal(shard_set, tmp_path):
     loader = make_loader(make_eval_pipeline([str(broken), resolve_shards(root, "refcoco:val")[0]], CONFIG, 4), 0)
     seen = [key for batch in loader for key in batch["keys"]]
     assert sorted(seen) == sorted(keys_of(samples, "refcoco:val"))
-    assert loader.stats.skipped >= 1 and set(loader.stats.reasons) == {"shard read error"}
+    # One skip, charged to the broken shard (webdataset names only the file object of an
+    # error inside a member; the old handler logged such skips as "shard None").
+    assert loader.stats.skipped == 1 and set(loader.stats.reasons) == {"shard read error"}
+    assert [skip.url for skip in loader.stats.examples] == [str(broken)]
+
+
+def test_skips_reach_the_loader_when_nothing_decodes(shard_set, tmp_path):
+    root, _ = shard_set
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(Path(resolve_shards(root, "reasonseg:val")[0]).read_bytes()[: 512 + 100])
+    loader = make_loader(make_eval_pipeline([str(broken)], CONFIG, 4), 0)
+    assert list(loader) == []
+    assert loader.stats.skipped == 1 and loader.stats.examples[0].url == str(broken)
+
+
+def test_a_key_that_is_a_path_is_skipped(tmp_path):
+    import io
+    import tarfile
+
+    from loader_rank_worker import make_sample
+
+    from keyseg.shards.samples import sample_json_bytes
+
+    good, hostile = make_sample("reasonseg", "val", 0), make_sample("reasonseg", "val", 1)
+    shard = tmp_path / "hostile.tar"
+    with tarfile.open(shard, "w") as tar:
+        for name, data in [(f"{good['key']}.jpg", good["jpg"]),
+                           (f"{good['key']}.json", sample_json_bytes(good["json"])),
+                           ("../../x.jpg", hostile["jpg"]), ("../../x.json", sample_json_bytes(hostile["json"]))]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    loader = make_loader(make_eval_pipeline([str(shard)], CONFIG, 4), 0)
+    assert [key for batch in loader for key in batch["keys"]] == [good["key"]]
+    (skip,) = loader.stats.examples
+    assert skip.key == "../../x" and skip.reason.startswith("bad key")
 
 
 # ---------------------------------------------------------------- remote shards
