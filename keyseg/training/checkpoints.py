@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from keyseg.errors import DataError
 from keyseg.io import atomic_write_json
 from keyseg.training.safe_load import restricted_loading
 
@@ -76,10 +77,19 @@ def load(engine, folder: Path, tag: str, rank: int) -> dict:
                                                  load_lr_scheduler_states=True)
     if client_state is None or "train_state" not in client_state:
         raise FileNotFoundError(f"{folder / tag}: not a keyseg training checkpoint (no train_state)")
-    rng_file = folder / tag / f"rng_rank{rank}.json"
-    if rng_file.is_file():
-        restore_rng(json.loads(rng_file.read_text()))
+    restore_rank_rng(Path(folder) / tag, rank)
     return client_state["train_state"]
+
+
+def restore_rank_rng(tag_dir: Path, rank: int) -> None:
+    """Put back this rank's RNG states as the checkpoint saved them (no file: left as is)."""
+    rng_file = Path(tag_dir) / f"rng_rank{rank}.json"
+    if not rng_file.is_file():
+        return
+    try:
+        restore_rng(json.loads(rng_file.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, KeyError, OverflowError) as error:
+        raise DataError(rng_file, f"not an RNG state written by keyseg ({type(error).__name__}: {error})") from None
 
 
 def load_zero_state_dict(folder: Path, tag: str) -> dict:

@@ -57,6 +57,7 @@ class Trainer:
 
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
         self.state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "best_giou": None, "bad_epochs": 0}
+        self.resumed_from: Path | None = None  # the checkpoint tag folder this run resumed from
         # Samples skipped while reading data, over all ranks (this run, not resumed ones).
         self.skips = {"tokenizer": SkipLog(), "train": SkipLog(), "val": SkipLog()}
         tokenizer_skips = tokenizer_skips or []
@@ -113,6 +114,11 @@ class Trainer:
                     micro += 1
                     if micro <= skip:
                         continue  # consumed before the interruption
+                    if self.resumed_from is not None and skip:
+                        # Mid-epoch, the interrupted run had started this loader (a draw from
+                        # torch's RNG) before it saved: restore again, so the streams match.
+                        checkpoints.restore_rank_rng(self.resumed_from, self.rank)
+                    self.resumed_from = None
                     outputs = self._forward(batch)
                     self.engine.backward(outputs["loss"])
                     self.engine.step()
@@ -265,6 +271,7 @@ class Trainer:
             path = Path(resume)
             folder, tag = path.parent, path.name
         self.state = checkpoints.load(self.engine, folder, tag, self.rank)
+        self.resumed_from = Path(folder) / tag
         if self.rank == 0:
             self.console.print(f"resumed from {escape(str(folder / tag))}: step {self.state['step']}, "
                                f"epoch {self.state['epoch']}")

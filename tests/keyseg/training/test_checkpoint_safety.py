@@ -220,9 +220,6 @@ def test_a_clean_resume_restores_step_optimizer_scheduler_and_rng(run_dir, resum
         torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-@pytest.mark.xfail(strict=True, reason="keyseg/training/loop.py restores the RNG before iter(loader), whose "
-                                       "DataLoader draws one number from torch's generator: the resumed run's "
-                                       "torch RNG is one draw ahead of the uninterrupted run's")
 def test_a_clean_resume_continues_the_torch_rng_exactly(run_dir, resumed_dir):
     rng = [json.loads((tag / "checkpoints" / LAST / "rng_rank0.json").read_text()) for tag in (resumed_dir, run_dir)]
     assert rng[0]["torch"] == rng[1]["torch"]
