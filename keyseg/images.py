@@ -9,12 +9,15 @@ so the answer is OpenCV's wherever our header logic would be a guess.
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from struct import error as struct_error
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from keyseg.errors import UsageError
 
 # Pixels an image may have before it is refused unread (a decompression bomb: a few
 # hundred bytes of header can announce 30000 x 30000 pixels, 2.7 GB decoded). 100
@@ -54,6 +57,23 @@ def set_max_image_pixels(pixels: int) -> None:
 
 def max_image_pixels() -> int:
     return _max_image_pixels
+
+
+@contextmanager
+def image_pixel_bound(pixels: int | None):
+    """Within, the pixel bound is `pixels` (None: left as it is); put back on the way out,
+    so a stage called as a library leaves the process as it found it."""
+    if pixels is None:
+        yield
+        return
+    if not isinstance(pixels, int) or isinstance(pixels, bool) or pixels < 1:
+        raise UsageError(f"--max-image-pixels must be a positive integer, got {pixels!r}")
+    previous = _max_image_pixels
+    set_max_image_pixels(pixels)
+    try:
+        yield
+    finally:
+        set_max_image_pixels(previous)
 
 
 def check_image_size(width: int, height: int) -> None:

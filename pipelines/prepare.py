@@ -29,10 +29,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from keyseg.errors import UsageError
 from keyseg.formats.manifest import check_record
 from keyseg.formats.refer import ReferError
-from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels, set_max_image_pixels
+from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, image_pixel_bound
 from keyseg.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from keyseg.sources.reasonseg import EXPLANATORY_FILE, discover_reasonseg, load_explanatory
 from keyseg.sources.records import Issue, record_id
@@ -80,14 +79,8 @@ class PrepareResult:
 
 def run(config: PrepareConfig, console: Console | None = None) -> PrepareResult:
     console = console or Console(stderr=True)
-    if not isinstance(config.max_image_pixels, int) or config.max_image_pixels < 1:
-        raise UsageError(f"--max-image-pixels must be a positive integer, got {config.max_image_pixels!r}")
-    previous = max_image_pixels()
-    set_max_image_pixels(config.max_image_pixels)
-    try:
+    with image_pixel_bound(config.max_image_pixels):
         return _run(config, console)
-    finally:
-        set_max_image_pixels(previous)  # a library call leaves the process bound as it was
 
 
 def _run(config: PrepareConfig, console: Console) -> PrepareResult:

@@ -29,10 +29,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from keyseg.errors import DataError, UsageError
+from keyseg.errors import DataError
 from keyseg.formats.fields import is_int, is_text, type_name
 from keyseg.formats.manifest import check_record
-from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, image_info, max_image_pixels, set_max_image_pixels
+from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, image_info, image_pixel_bound, set_max_image_pixels
 from keyseg.io import atomic_write_json, sha256_file
 from keyseg.masks.png import read_mask_png
 from keyseg.paths import confined_path
@@ -206,14 +206,8 @@ def _split_done(split_dir: Path, fingerprint: str) -> dict | None:
 
 def run(config: ShardConfig, console: Console | None = None) -> ShardResult:
     console = console or Console(stderr=True)
-    if not isinstance(config.max_image_pixels, int) or config.max_image_pixels < 1:
-        raise UsageError(f"--max-image-pixels must be a positive integer, got {config.max_image_pixels!r}")
-    previous = max_image_pixels()
-    set_max_image_pixels(config.max_image_pixels)
-    try:
+    with image_pixel_bound(config.max_image_pixels):
         return _run(config, console)
-    finally:
-        set_max_image_pixels(previous)  # a library call leaves the process bound as it was
 
 
 def _prepared_data_dir(prepared: Path) -> str | None:

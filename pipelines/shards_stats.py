@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from keyseg.errors import DataError
-from keyseg.images import max_image_pixels, set_max_image_pixels
+from keyseg.images import image_pixel_bound
 from keyseg.io import atomic_write_bytes, atomic_write_json
 from keyseg.shards.index import index_path, read_index, shard_path
 from keyseg.shards.samples import BadSampleError, read_sample, rle_runs
@@ -148,14 +148,8 @@ def _picture(per_split: dict) -> bytes:
 
 def run(config: StatsConfig, console: Console | None = None) -> StatsResult:
     console = console or Console(stderr=True)
-    if config.max_image_pixels is None:
+    with image_pixel_bound(config.max_image_pixels):
         return _run(config, console)
-    previous = max_image_pixels()
-    set_max_image_pixels(config.max_image_pixels)
-    try:
-        return _run(config, console)
-    finally:
-        set_max_image_pixels(previous)  # a library call leaves the process bound as it was
 
 
 def _run(config: StatsConfig, console: Console) -> StatsResult:

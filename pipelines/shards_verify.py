@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from keyseg.errors import DataError
-from keyseg.images import ImageError, image_info, max_image_pixels, set_max_image_pixels
+from keyseg.images import ImageError, image_info, image_pixel_bound
 from keyseg.io import atomic_write_json
 from keyseg.shards.index import index_path, read_index, shard_path
 from keyseg.shards.samples import BadSampleError, decode_mask, read_sample
@@ -117,14 +117,8 @@ def _verify_shard(folder: Path, entry: dict, name: str, decode_images: bool, pro
 
 def run(config: VerifyConfig, console: Console | None = None) -> VerifyResult:
     console = console or Console(stderr=True)
-    if config.max_image_pixels is None:
+    with image_pixel_bound(config.max_image_pixels):
         return _run(config, console)
-    previous = max_image_pixels()
-    set_max_image_pixels(config.max_image_pixels)
-    try:
-        return _run(config, console)
-    finally:
-        set_max_image_pixels(previous)  # a library call leaves the process bound as it was
 
 
 def _run(config: VerifyConfig, console: Console) -> VerifyResult:
