@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 
 def _default_file_mode() -> int:
@@ -86,6 +86,29 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             if line:
                 records.append(json.loads(line))
     return records
+
+
+def json_lines(path: str | os.PathLike, data: bytes | None = None) -> Iterator[tuple[int, Any, str | None]]:
+    """Each non-blank line of a JSON Lines file someone else wrote: (line number, value,
+    None), or (line number, None, why it is not JSON). Not UTF-8: a DataError naming the file.
+    `data`: the file's bytes when the caller has read them already."""
+    from keyseg.errors import DataError
+
+    if data is None:
+        data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line), None
+        except json.JSONDecodeError as error:
+            yield number, None, f"not JSON ({error.msg} at column {error.colno})"
+        except RecursionError:
+            yield number, None, "not JSON (nested too deeply)"
 
 
 def sha256_bytes(*parts: bytes) -> str:

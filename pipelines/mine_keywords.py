@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from keyseg.errors import DataError, UsageError
-from keyseg.io import atomic_write_json, atomic_write_jsonl
+from keyseg.io import atomic_write_json, atomic_write_jsonl, json_lines
 from keyseg.keywords.backends import DEFAULT_MAX_RETRY_WAIT, HeuristicBackend
 from keyseg.keywords.cache import AnswerCache, default_cache_dir, is_cache_key
 from keyseg.keywords.grounding import Verdict, check_keyword, keywords_agree, normalize_keyword
@@ -321,18 +321,10 @@ def ingest_batch_results(path: Path, cache: AnswerCache) -> tuple[int, int]:
     shape) is skipped: its record is asked live.
     """
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(path, f"not UTF-8 JSON Lines ({error.reason} at byte {error.start})") from None
     answers, skipped = [], 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(path, f"line {number}: not JSON ({error.msg}); expected Batch API output lines") from None
+    for number, item, problem in json_lines(path):
+        if problem:
+            raise DataError(path, f"line {number}: {problem}; expected Batch API output lines")
         if not isinstance(item, dict):
             raise DataError(path, f"line {number}: expected a JSON object, found {type(item).__name__}")
         answer = _batch_answer(item)

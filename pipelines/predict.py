@@ -25,8 +25,8 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from keyseg.errors import DataError, UsageError
-from keyseg.io import atomic_write_bytes, atomic_write_jsonl
+from keyseg.errors import UsageError
+from keyseg.io import atomic_write_bytes, atomic_write_jsonl, json_lines
 from keyseg.paths import is_plain_name
 
 
@@ -58,19 +58,11 @@ def file_stem_id(image: str) -> str:
 
 def _read_batch(batch: Path) -> tuple[list[dict], list[str]]:
     """Requests {"line", "image", "query", "id" (None: not given)} and the bad lines' errors."""
-    try:
-        text = Path(batch).read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(batch, f"not UTF-8 text ({error})") from None
     requests, errors = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, request, problem in json_lines(batch):
         where = f"{batch}:{number}"
-        try:
-            request = json.loads(line)
-        except json.JSONDecodeError as error:
-            errors.append(f"{where}: not JSON ({error})")
+        if problem:
+            errors.append(f"{where}: {problem}")
             continue
         if not isinstance(request, dict) or not isinstance(request.get("image"), str) \
                 or not isinstance(request.get("query"), str):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from keyseg.errors import DataError
 from keyseg.formats.labelme import LabelMeError, decode_json_text
+from keyseg.io import json_lines
 
 # The published file's key order.
 OUTPUT_KEYS = ("query", "outputs", "image", "json", "keyword")
@@ -66,19 +66,11 @@ def load_records(path: Path) -> list[KeywordRecord]:
 
 
 def _from_manifest(path: Path, data: bytes) -> list[KeywordRecord]:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(path, f"not UTF-8 ({error.reason} at byte {error.start})") from None
     records = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for line_number, record, problem in json_lines(path, data):
         where = f"line {line_number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(path, f"{where}: invalid JSON ({error})") from None
+        if problem:
+            raise DataError(path, f"{where}: {problem}")
         if not isinstance(record, dict):
             raise DataError(path, f"{where} is {_json_type(record)}, expected an object")
         image = record.get("image", "")

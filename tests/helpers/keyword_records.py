@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+# The API key the tests pass to the server: it must never appear in an output or a log.
+SECRET = "sk-test-5ecret-value-that-must-not-leak"
+
 RECORDS = [
     ("When eating soup, what kitchen tool would you use to scoop it?",
      "A spoon would be used to scoop the soup. In the image a spoon rests in the bowl.", "spoon"),

@@ -62,3 +62,11 @@ def keys_of(path: Path) -> list[str]:
 def shard_files(shards: Path, split: str) -> list[Path]:
     index = json.loads((shards / "index.json").read_text())
     return [shards / entry["path"] for entry in index["splits"][split]["shards"]]
+
+
+def poison_index_path(shards: Path, split: str, marker: Path) -> None:
+    """Make the split's first shard path in index.json a `pipe:` command that would create `marker`."""
+    index = json.loads((shards / "index.json").read_text())
+    first = index["splits"][split]["shards"][0]
+    first["path"] = f"pipe:touch {marker}; cat {first['path']}"
+    (shards / "index.json").write_text(json.dumps(index))

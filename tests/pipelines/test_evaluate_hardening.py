@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from shard_edits import copy_shard_set, edit_sample_json, keys_of, read_members, shard_files, \
+from shard_edits import copy_shard_set, edit_sample_json, keys_of, poison_index_path, read_members, shard_files, \
     truncate_inside_second_sample, write_members
 from typer.testing import CliRunner
 
@@ -63,10 +63,7 @@ def error_lines(output: str) -> list[str]:
 def test_a_pipe_command_in_index_json_is_never_run(demo_shards, tiny_model, tmp_path, monkeypatch):
     shards = copy_shard_set(demo_shards, tmp_path / "set")
     marker = tmp_path / "marker"
-    index = json.loads((shards / "index.json").read_text())
-    first = index["splits"]["reasonseg:val"]["shards"][0]
-    first["path"] = f"pipe:touch {marker}; cat {first['path']}"
-    (shards / "index.json").write_text(json.dumps(index))
+    poison_index_path(shards, "reasonseg:val", marker)
     monkeypatch.chdir(shards)  # `--shards .`: the old reader built the bare `pipe:...` string
     result = evaluate("--shards", ".", "--split", "reasonseg:val", "--model", tiny_model, "--out", tmp_path / "out")
     assert not marker.exists()

@@ -9,18 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from keyword_records import RECORDS, explanatory_json, keyword_responder, question_of
+from keyword_records import RECORDS, SECRET, keyword_responder, question_of
 from openai_server import FakeOpenAIServer
 
-SECRET = "sk-test-5ecret-value-that-must-not-leak"
 
-
-@pytest.fixture
-def explanatory(tmp_path):
-    path = tmp_path / "ReasonSeg" / "explanatory" / "train.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(explanatory_json()))
-    return path
 
 
 def generate(explanatory, server, tmp_path, *extra, cache="cache", env=None):

@@ -18,19 +18,11 @@ from typer.testing import CliRunner
 
 from cli import app
 from keyseg.keywords.backends import retry_after_seconds
-from keyword_records import RECORDS, explanatory_json, keyword_responder, question_of
+from keyword_records import RECORDS, SECRET, keyword_responder, question_of
 from openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET = "sk-test-5ecret-value-that-must-not-leak"
 
-
-@pytest.fixture
-def explanatory(tmp_path):
-    path = tmp_path / "ReasonSeg" / "explanatory" / "train.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(explanatory_json()))
-    return path
 
 
 def generate(explanatory, server, tmp_path, *extra, cache="cache"):

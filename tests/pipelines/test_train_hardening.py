@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from shard_edits import copy_shard_set, edit_sample_json, keys_of, shard_files, truncate_inside_second_sample
+from shard_edits import (copy_shard_set, edit_sample_json, keys_of, poison_index_path, shard_files,
+                         truncate_inside_second_sample)
 from typer.testing import CliRunner
 
 from cli import app
@@ -20,10 +21,7 @@ def test_a_pipe_command_in_index_json_is_never_run(demo_shards, tmp_path, monkey
 
     shards = copy_shard_set(demo_shards, tmp_path / "set")
     marker = tmp_path / "marker"
-    index = json.loads((shards / "index.json").read_text())
-    first = index["splits"]["refcoco:train"]["shards"][0]
-    first["path"] = f"pipe:touch {marker}; cat {first['path']}"
-    (shards / "index.json").write_text(json.dumps(index))
+    poison_index_path(shards, "refcoco:train", marker)
     out = tmp_path / "run"
     # A saved tokenizer (as after an interrupted run): the shards are first opened by the loader.
     word_level_tokenizer(["a"]).save_pretrained(out / "tokenizer")

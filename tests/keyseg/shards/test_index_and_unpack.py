@@ -16,6 +16,7 @@ from keyseg.data import resolve_shards
 from keyseg.errors import DataError, UsageError
 from keyseg.shards.index import read_index, split_shard_paths
 from keyseg.shards.tario import UnsafeMemberError, unpack_shard
+from shard_edits import write_members
 
 
 def write_index(folder, paths):
@@ -82,11 +83,7 @@ def test_an_unknown_split_is_a_usage_error(tmp_path):
 
 
 def hostile_shard(path, names):
-    with tarfile.open(path, "w") as tar:
-        for name in names:
-            info = tarfile.TarInfo(name)
-            info.size = 3
-            tar.addfile(info, io.BytesIO(b"bad"))
+    write_members(path, [(name, b"bad") for name in names])
 
 
 @pytest.mark.parametrize("names", [["a.jpg", "../escape.jpg"], ["a.jpg", "a.json", "/tmp/abs.json"],
