@@ -43,6 +43,7 @@ from keyseg.metrics import intersection_union, mask_iou
 from keyseg.metrics.report import SplitMetrics, metrics_json, paper_table
 from keyseg.paths import is_plain_name
 from keyseg.shards.index import index_path, read_index, split_sample_count, split_shard_paths
+from keyseg.training.launch import leave_process_group
 
 
 @dataclass
@@ -115,18 +116,6 @@ def _distributed() -> tuple[int, int, bool]:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         return rank, world, True
     return rank, world, False
-
-
-def _leave_group() -> None:
-    """Tear the process group down on every rank. A process that exits with the group
-    alive can abort in its C++ destructors ("terminate called without an active
-    exception"), and torchrun then kills the other ranks; the barrier keeps a rank from
-    closing its connections while another still uses them."""
-    try:
-        torch.distributed.barrier()
-    except RuntimeError:
-        pass  # a peer is already gone: nothing left to wait for
-    torch.distributed.destroy_process_group()
 
 
 def _gather(value, world: int) -> list:
@@ -323,7 +312,7 @@ def run(config: EvaluateConfig, console: Console | None = None) -> EvaluateResul
         return _evaluate(config, index, shard_paths, rank, world, console)
     finally:
         if owns_group:
-            _leave_group()
+            leave_process_group(synchronise=True)
 
 
 def _evaluate(config: EvaluateConfig, index: dict, shard_paths: dict[str, list[Path]], rank: int, world: int,

@@ -32,6 +32,7 @@ from keyseg.io import atomic_write_json
 from keyseg.shards.index import index_path, read_index, split_sample_count, split_shard_paths
 from keyseg.training.config import TrainConfig
 from keyseg.training.engine import deepspeed_config, ensure_single_process_env, parameter_groups, rank_and_world
+from keyseg.training.launch import leave_process_group
 
 
 @dataclass
@@ -193,9 +194,9 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
                           rank=rank, world=world, console=console, tokenizer_skips=tokenizer_skips)
         result = trainer.fit()
     except BaseException:
-        _leave_group(synchronise=False)  # the others may be stuck in a collective: no barrier
+        leave_process_group(synchronise=False)  # the others may be stuck in a collective: no barrier
         raise
-    _leave_group(synchronise=True)
+    leave_process_group(synchronise=True)
     if config.export and rank == 0:
         # Every rank has saved its ZeRO shards (fit ends with a barrier): consolidate them.
         from pipelines import export
@@ -204,20 +205,6 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
         source = best if (best / "train_state.json").is_file() else out
         export.run(export.ExportConfig(checkpoint=source, out=out / "export"), console=console)
     return result
-
-
-def _leave_group(synchronise: bool) -> None:
-    """Tear down the process group DeepSpeed set up, on every rank and every path: a rank
-    that exits with the group alive can abort in its C++ destructors ("terminate called
-    without an active exception"), and torchrun then kills the others. After a normal run
-    the ranks meet at a barrier first, so none closes connections another still uses."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        return
-    if synchronise:
-        dist.barrier()
-    dist.destroy_process_group()
 
 
 def _save_provenance(shards: Path, out: Path) -> None:

@@ -53,6 +53,8 @@ def _as_nobody(command: list[str]) -> subprocess.CompletedProcess:
     drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
     if os.geteuid() != 0 or not _can(drop + ["true"]):
         pytest.skip("cannot drop to an unprivileged user here")
+    if not _can(drop + [KEYSEG, "--help"]):
+        pytest.skip("an unprivileged user cannot run this checkout (a private folder above it)")
     return subprocess.run(drop + command, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HOME": "/nonexistent"})
 

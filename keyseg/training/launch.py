@@ -1,4 +1,5 @@
-"""`keyseg train --gpus N`: re-run the same command under torchrun with N processes."""
+"""`--gpus N`: re-run the same command under torchrun with N processes, and leave the
+process group cleanly when a rank is done."""
 
 from __future__ import annotations
 
@@ -32,3 +33,21 @@ def torchrun_command(processes: int, argv: list[str]) -> list[str]:
     """torchrun on one node; DeepSpeed picks the world up from its environment variables."""
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
             f"--master_port={free_port()}", "-m", "cli", *strip_gpus(argv)]
+
+
+def leave_process_group(synchronise: bool) -> None:
+    """Tear the process group down (no group: nothing to do). A rank that exits with the
+    group alive can abort in its C++ destructors ("terminate called without an active
+    exception"), and torchrun then kills the others. With `synchronise` the ranks first
+    meet at a barrier, so none closes connections another still uses; after a failure
+    pass False, since the other ranks may be stuck in a collective."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    if synchronise:
+        try:
+            dist.barrier()
+        except RuntimeError:
+            pass  # a peer is already gone: nothing left to wait for
+    dist.destroy_process_group()
