@@ -111,8 +111,10 @@ def test_a_checkpoint_that_runs_code_is_refused_when_read(run_dir, demo_shards, 
         assert not (tmp_path / "exported" / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("file_name,payload,name", HOSTILE, ids=["model_states", "optim_states"])
-def test_train_resume_refuses_a_checkpoint_that_runs_code(run_dir, demo_shards, tmp_path, file_name, payload, name):
+def test_train_resume_refuses_a_checkpoint_that_runs_code(run_dir, demo_shards, tmp_path):
+    # The engine reads the model states file first; the optimizer states file goes through the
+    # same loader (refused in the export/evaluate/predict cases above): one case is enough here.
+    file_name, payload, name = HOSTILE[0]
     run, poisoned, marker = hostile_copy(run_dir, tmp_path, file_name, payload)
     done = train(demo_shards, run, "--resume", "auto", "--max-steps", "4")
     assert_refused(done.returncode, done.stderr, poisoned, name, marker)
