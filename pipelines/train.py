@@ -20,7 +20,7 @@ or by `keyseg train --gpus N` (which runs torchrun). Outputs under OUT:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,6 +33,7 @@ from keyseg.shards.index import index_path, read_index, split_sample_count, spli
 from keyseg.training.config import TrainConfig
 from keyseg.training.engine import deepspeed_config, ensure_single_process_env, parameter_groups, rank_and_world
 from keyseg.training.launch import leave_process_group
+from keyseg.training.loop import TrainResult
 
 
 @dataclass
@@ -44,17 +45,6 @@ class TrainRun:
     resume: str | None = None  # "auto", a checkpoint tag folder, or None
     dry_run: bool = False  # resolve, build on the meta device, count, print; no weights, no data
     show_progress: bool = True
-
-
-@dataclass
-class TrainResult:
-    steps: int = 0
-    epochs: int = 0
-    losses: list[float] = field(default_factory=list)  # total loss per optimizer step (rank 0)
-    val: list[dict] = field(default_factory=list)  # per validation: {"epoch", "giou", "ciou", "count"}
-    samples_per_second: float = 0.0
-    data_wait_fraction: float = 0.0
-    best_giou: float | None = None
 
 
 def _model_config(run: TrainRun, vocab_size: int):

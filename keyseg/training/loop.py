@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,6 +34,17 @@ from keyseg.training import checkpoints
 from keyseg.training.batches import model_inputs
 
 LOSS_NAMES = ("loss", "ce", "bce", "dice", "key")
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    epochs: int = 0
+    losses: list[float] = field(default_factory=list)  # total loss per optimizer step (rank 0)
+    val: list[dict] = field(default_factory=list)  # per validation: {"epoch", "giou", "ciou", "count"}
+    samples_per_second: float = 0.0
+    data_wait_fraction: float = 0.0
+    best_giou: float | None = None
 
 
 class Trainer:
@@ -81,8 +92,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self):
-        from pipelines.train import TrainResult
-
         self._maybe_resume()
         result = TrainResult()
         if self.rank == 0 and self.skips["tokenizer"].count:
