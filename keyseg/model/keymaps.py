@@ -10,7 +10,7 @@ Every mapper returns the keys it recognises renamed and passes unknown keys thro
 unchanged, so that `load_into` reports them as unexpected instead of silently ignoring them.
 Keys dropped on purpose (buffers the installed classes recompute, the CLIP text tower, SAM's
 pixel statistics, ...) are returned separately so they can be reported.
-Layouts: /work/shared/docs/checkpoints.md.
+Layouts: docs/checkpoints.md.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ a missing required weight, a key we do not know where to put, or a shape mismatc
 - `from_lisa(path, model, vision=None)`: a LISA / KeySeg release checkpoint.
 - `from_parts(model, llm=, vision=, sam=, llava=)`: the pretrained parts separately.
 - `read_state_dict`, `load_into` and the key mappers (`keymaps.py`) for anything else.
-Layouts: /work/shared/docs/checkpoints.md.
+Layouts: docs/checkpoints.md.
 """
 
 from __future__ import annotations
