@@ -270,16 +270,9 @@ def shards_unpack(
     out: Path = typer.Argument(..., help="Folder to extract its members into."),
 ) -> None:
     """Extract a shard's files for inspection; member names that could escape OUT are refused."""
-    from keyseg.shards.tario import UnsafeMemberError, unpack_shard
+    from keyseg.shards.tario import unpack_shard
 
-    try:
-        written = unpack_shard(shard_file, out)
-    except UnsafeMemberError as error:
-        _fail(f"{shard_file}: {error}", code=1)
-    except OSError as error:
-        from keyseg.errors import describe_os_error
-
-        _fail(describe_os_error(error), code=1)
+    written = _call(unpack_shard, shard_file, out)
     console.print(f"{len(written)} files written to {escape(str(out))}")
 
 

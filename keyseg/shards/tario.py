@@ -21,11 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from keyseg.errors import DataError
+
 MEMBER_NAME = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_+-]*\.[A-Za-z0-9_.]+$")
 
 
-class UnsafeMemberError(ValueError):
-    """A tar member whose name or type could escape the folder it is unpacked into."""
+class UnsafeMemberError(DataError):
+    """A tar member whose name or type could escape the folder it is unpacked into (a bad
+    input file: exit 1). `shard` names the file when known."""
+
+    def __init__(self, reason: str, shard: str | os.PathLike | None = None):
+        super().__init__(shard, reason)
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,10 @@ def unpack_shard(shard: Path, out: Path) -> list[Path]:
     refused (or the tar is unreadable), nothing is written."""
     from keyseg.io import atomic_write_bytes
 
-    names = _checked_names(Path(shard))
+    try:
+        names = _checked_names(Path(shard))
+    except UnsafeMemberError as error:
+        raise UnsafeMemberError(error.reason, shard) from None
     out = Path(out).resolve()
     for name in names:
         if (out / name).resolve().parent != out:  # belt and braces: check_member refused this
