@@ -330,10 +330,11 @@ def evaluate(
     split: list[str] = typer.Option(..., "--split", help="SOURCE:SPLIT to evaluate, repeatable (e.g. reasonseg:val, refcoco:testA)."),
     out: Path = typer.Option(..., help="Output folder: metrics.json, metrics.md, per_sample.jsonl, gallery/."),
     model: Optional[Path] = typer.Option(None, help="An exported model folder or a training run/checkpoint."),
-    predictions: Optional[Path] = typer.Option(None, help="Folder of <sample key>_<target index>.png masks (values > 0 = foreground) to score instead of a model."),
+    predictions: Optional[Path] = typer.Option(None, help="Folder of <sample key>_<target index>.png masks (values > 0 = foreground; refCOCO under the lisa protocol: <key>_<target>_<sentence>.png) to score instead of a model."),
     missing_as_empty: bool = typer.Option(False, "--missing-as-empty", help="With --predictions: count a missing PNG as an empty mask instead of failing (an unreadable one always fails)."),
     allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when samples could not be scored (corrupt or truncated shards); they are listed in metrics.json either way."),
     generate: bool = typer.Option(False, "--generate", help="Free generation instead of the reference teacher-forced answer \"[SEG]. [KEY].\"."),
+    refer_protocol: str = typer.Option("lisa", "--refer-protocol", help="refCOCO family: 'lisa' scores every sentence of every ref (LISA's validation); 'release' the first sentence of each ref, asked bare (the KeySeg release's test)."),
     batch_size: int = typer.Option(4, min=1, help="Images per forward."),
     visualize: int = typer.Option(0, min=0, help="Gallery of the K worst and K best queries (gallery/index.html)."),
     gpus: int = typer.Option(0, min=0, help="Evaluate with this many processes (torchrun); each sample exactly once."),
@@ -351,7 +352,8 @@ def evaluate(
         raise typer.Exit(subprocess.call(torchrun_command(gpus, sys.argv[1:])))
     config = stage.EvaluateConfig(shards=shards, splits=list(split), out=out, model=model, predictions=predictions,
                                   missing_as_empty=missing_as_empty, generate=generate, batch_size=batch_size,
-                                  visualize=visualize, show_progress=progress, allow_skips=allow_skips)
+                                  visualize=visualize, show_progress=progress, allow_skips=allow_skips,
+                                  refer_protocol=refer_protocol)
     _run_stage(stage, config)
 
 

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from keyseg.data import SampleConfig, collate, make_eval_pipeline, make_loader  # noqa: E402
-from keyseg.data.conversation import ConversationConfig, eval_pair  # noqa: E402
+from keyseg.data.conversation import ConversationConfig, eval_query  # noqa: E402
 from keyseg.data.transforms import SAM_PIXEL_MEAN, SAM_PIXEL_STD, clip_processor, sam_resize_shape  # noqa: E402
 from keyseg.demo import write_reasonseg  # noqa: E402
 from keyseg.formats.labelme import parse_labelme  # noqa: E402
@@ -99,11 +99,12 @@ class DirectoryDataset(torch.utils.data.Dataset):
         x = (torch.from_numpy(resized).permute(2, 0, 1).contiguous().float() - self.mean) / self.std
         image_sam = F.pad(x, (0, self.sam_size - new_w, 0, self.sam_size - new_h))
         labelme, mask = rasterise(json_path.read_bytes(), height, width)
-        question, answer = eval_pair(labelme.texts[0], labelme.is_sentence, self.conversation)
+        query = eval_query(labelme.texts[0], labelme.is_sentence, self.conversation)
         return {"key": f"reasonseg-{split}-{json_path.stem}", "source": "reasonseg", "image_sam": image_sam,
-                "image_clip": image_clip, "masks": torch.from_numpy(mask[None]), "questions": [question],
-                "answers": [answer], "keywords": [None], "texts": [labelme.texts[0]],
-                "is_sentence": [labelme.is_sentence], "resize": (new_h, new_w), "original_size": (height, width)}
+                "image_clip": image_clip, "masks": torch.from_numpy(mask[None]), "questions": [query.question],
+                "conversations": [query.conversation], "keywords": [None], "texts": [labelme.texts[0]],
+                "is_sentence": [labelme.is_sentence], "target_indices": [0], "text_indices": [0], "per_sentence": False,
+                "resize": (new_h, new_w), "original_size": (height, width)}
 
 
 def cpu_seconds() -> float:

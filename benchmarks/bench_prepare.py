@@ -2,7 +2,7 @@
 
 The baseline is what a LISA-style loader does for every sample: read the JSON
 (UTF-8, else cp1252), decode the image with `cv2.imread` for its size, rasterise the
-polygons per reference-semantics section 2 on full-image canvases. It writes nothing.
+polygons per docs/fidelity.md M3 on full-image canvases. It writes nothing.
 `prepare` does more (hashes inputs, validates geometry, writes PNG masks and manifests)
 with `--workers` processes. Both must produce identical masks; the benchmark checks it.
 

@@ -52,7 +52,7 @@ class EvaluateConfig:
     splits: list[str]  # "source:split" names, e.g. reasonseg:val
     out: Path
     model: Path | None = None  # exported model or training checkpoint
-    predictions: Path | None = None  # folder of <key>_<t>.png
+    predictions: Path | None = None  # folder of <key>_<t>.png (<key>_<t>_<s>.png per refer sentence)
     missing_as_empty: bool = False  # --predictions: a missing PNG counts as an empty mask
     generate: bool = False  # free generation instead of the teacher-forced answer
     batch_size: int = 4
@@ -60,6 +60,7 @@ class EvaluateConfig:
     visualize: int = 0  # K worst and K best in the gallery
     show_progress: bool = True
     allow_skips: bool = False  # exit 0 even when samples could not be scored
+    refer_protocol: str = "lisa"  # refCOCO family: "lisa" (every sentence of every ref) or "release"
 
 
 @dataclass
@@ -90,6 +91,8 @@ def _check_usage(config: EvaluateConfig) -> None:
         raise UsageError("name at least one --split SOURCE:SPLIT")
     if config.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {config.batch_size}")
+    if config.refer_protocol not in ("lisa", "release"):
+        raise UsageError(f"--refer-protocol must be lisa or release, got {config.refer_protocol!r}")
     if config.predictions is not None and not Path(config.predictions).is_dir():
         raise DataError(config.predictions, "not a folder of prediction PNGs")
 
@@ -136,21 +139,23 @@ def _failure_text(error: Exception) -> str:
 
 
 # ---------------------------------------------------------------------------- scoring
-def _model_part(config: EvaluateConfig, name: str, paths: list[Path], model, tokenizer, progress) -> _SplitPart:
+def _model_part(config: EvaluateConfig, split_name: str, paths: list[Path], model, tokenizer,
+                progress) -> _SplitPart:
     """Per query: I, U, IoU, query, keywords; writes the predicted masks as PNGs.
 
     The eval pipeline splits the shards over the ranks (each sample exactly once)."""
+    from keyseg.data.conversation import ConversationConfig
     from keyseg.data.loader import make_eval_pipeline, make_loader
-    from keyseg.data.samples import SampleConfig
+    from keyseg.data.samples import SampleConfig, prediction_name
     from keyseg.evaluation.inference import predict_batch
     from keyseg.masks.png import encode_png
 
     sample_config = SampleConfig(sam_size=model.config.sam_image_size, clip_size=model.config.clip_image_size,
-                                 mode="eval")
+                                 mode="eval", conversation=ConversationConfig(refer_protocol=config.refer_protocol))
     loader = make_loader(make_eval_pipeline([str(path) for path in paths], sample_config,
                                             batch_size=config.batch_size))
     part = _SplitPart()
-    bar = progress.add_task(escape(name), total=None)
+    bar = progress.add_task(escape(split_name), total=None)
     for batch in loader:
         # The loader skips samples whose key is not a plain file name; checked again here,
         # where the key becomes a file name.
@@ -162,24 +167,31 @@ def _model_part(config: EvaluateConfig, name: str, paths: list[Path], model, tok
             key = batch["keys"][prediction.image_index]
             if key in bad_keys:
                 continue
-            target = batch["masks"][prediction.image_index][prediction.target_index]
+            target_index, text_index = batch["target_indices"][row], batch["text_indices"][row]
+            target = batch["masks"][prediction.image_index][prediction.row_index]
             intersection, union = intersection_union(prediction.mask, target)
-            atomic_write_bytes(Path(config.out) / "predictions" / f"{key}_{prediction.target_index}.png",
+            name = prediction_name(key, target_index, text_index, batch["per_sentence"][prediction.image_index])
+            atomic_write_bytes(Path(config.out) / "predictions" / f"{name}.png",
                                encode_png(prediction.mask.numpy().astype(np.uint8) * 255))
-            part.records.append({"split": name, "id": key, "target": prediction.target_index,
+            part.records.append({"split": split_name, "id": key, "target": target_index, "sentence": text_index,
+                                 "prediction": name,
                                  "query": batch["texts"][row], "is_sentence": bool(batch["is_sentence"][row]),
                                  "intersection": intersection, "union": union,
                                  "iou": mask_iou(intersection, union), "keyword": batch["keywords"][row],
-                                 "predicted_keyword": prediction.keyword, "answer": prediction.answer})
+                                 "predicted_keyword": prediction.keyword, "answer": prediction.answer,
+                                 "prompt": prediction.prompt, "seg_positions": prediction.seg_positions,
+                                 "key_positions": prediction.key_positions,
+                                 "state_offset": prediction.state_offset})
         part.samples += len(batch["keys"]) - len(bad_keys)
         progress.advance(bar, len(batch["keys"]))
     part.skips.add_stats(loader.stats)
     return part
 
 
-def _ground_truth(raw: dict) -> list[tuple[dict, np.ndarray]]:
-    """(target, 0/1/255 mask) per target of a raw shard sample; ValueError with the reason
-    (BadSampleError from the format's own check) when the sample is unusable."""
+def _ground_truth(raw: dict) -> tuple[dict, list[np.ndarray]]:
+    """The sample document and the 0/1/255 mask of each target of a raw shard sample;
+    ValueError with the reason (BadSampleError from the format's own check) when the sample
+    is unusable."""
     from keyseg.shards.samples import decode_mask, read_sample
 
     members = {name: data for name, data in raw.items() if not name.startswith("__")}
@@ -187,10 +199,10 @@ def _ground_truth(raw: dict) -> list[tuple[dict, np.ndarray]]:
     truths = []
     for index, target in enumerate(document["targets"]):
         try:
-            truths.append((target, decode_mask(target["mask"])))
+            truths.append(decode_mask(target["mask"]))
         except ValueError as error:
             raise ValueError(f"undecodable mask: target {index} ({error})") from None
-    return truths
+    return document, truths
 
 
 def _read_prediction(path: Path) -> np.ndarray:
@@ -214,24 +226,29 @@ def _read_prediction(path: Path) -> np.ndarray:
     return mask
 
 
-def _predictions_part(config: EvaluateConfig, name: str, paths: list[Path], progress) -> _SplitPart:
+def _predictions_part(config: EvaluateConfig, split_name: str, paths: list[Path], progress) -> _SplitPart:
     """Score PNG masks against the shards' ground truth (no model, no image decoding)."""
     from keyseg.data.loader import iter_raw_samples
+    from keyseg.data.samples import eval_queries, is_refer_source, prediction_name
     from keyseg.data.skips import _SkipTracker
     from keyseg.images import ImageError
 
     part, tracker = _SplitPart(), _SkipTracker()
-    bar = progress.add_task(escape(name), total=None)
+    bar = progress.add_task(escape(split_name), total=None)
     for raw in iter_raw_samples([str(path) for path in paths], tracker):
         key = raw["__key__"]  # a plain name: iter_raw_samples skips any other
         try:
-            truths = _ground_truth(raw)
+            document, truths = _ground_truth(raw)
         except ValueError as error:
             tracker.skip(raw["__url__"], key, str(error))
             continue
         part.samples += 1
-        for index, (target, truth) in enumerate(truths):
-            path = Path(config.predictions) / f"{key}_{index}.png"
+        refer = is_refer_source(document["source"])
+        per_sentence = refer and config.refer_protocol == "lisa"
+        for index, text_index in eval_queries(document["targets"], refer, config.refer_protocol):
+            target, truth = document["targets"][index], truths[index]
+            name = prediction_name(key, index, text_index, per_sentence)
+            path = Path(config.predictions) / f"{name}.png"
             if path.is_file():
                 try:
                     predicted = _read_prediction(path)
@@ -243,15 +260,17 @@ def _predictions_part(config: EvaluateConfig, name: str, paths: list[Path], prog
                                         f"{truth.shape[1]}x{truth.shape[0]}")
                     continue
             else:
-                part.missing.append(f"{key}_{index}")
+                part.missing.append(name)
                 if not config.missing_as_empty:
                     continue
                 predicted = np.zeros_like(truth)
             intersection, union = intersection_union(predicted > 0, truth)
-            part.records.append({"split": name, "id": key, "target": index, "query": target["texts"][0],
-                                 "is_sentence": target["is_sentence"], "intersection": intersection,
-                                 "union": union, "iou": mask_iou(intersection, union),
-                                 "keyword": target["keyword"], "predicted_keyword": None, "answer": None})
+            part.records.append({"split": split_name, "id": key, "target": index, "sentence": text_index,
+                                 "prediction": name,
+                                 "query": target["texts"][text_index], "is_sentence": target["is_sentence"],
+                                 "intersection": intersection, "union": union, "iou": mask_iou(intersection, union),
+                                 "keyword": target["texts"][text_index] if refer else target["keyword"],
+                                 "predicted_keyword": None, "answer": None})
         progress.advance(bar)
     skips = tracker.drain()
     part.skips.add(len(skips), [skip.to_dict() for skip in skips])
@@ -431,9 +450,9 @@ def _gallery(config: EvaluateConfig, records: list[dict], metrics: dict, from_mo
 
     def item(record: dict) -> GalleryItem | None:
         raw = samples.get((record["split"], record["id"]))
-        path = predictions / f"{record['id']}_{record['target']}.png"
+        path = predictions / f"{record['prediction']}.png"
         try:
-            target, truth = _ground_truth(raw)[record["target"]]
+            truth = _ground_truth(raw)[1][record["target"]]
             image_rgb = decode_rgb(raw["jpg"])
             predicted = _read_prediction(path) > 0 if path.is_file() else np.zeros(truth.shape, dtype=bool)
         except (TypeError, ValueError, OSError) as error:

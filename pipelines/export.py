@@ -29,7 +29,8 @@ def run(config: ExportConfig, console: Console | None = None) -> Path:
     console = console or Console(stderr=True)
     from safetensors.torch import save_file
 
-    from keyseg.model.pretrained import build_for_checkpoint, merge_lora
+    from keyseg.model.params import merge_lora
+    from keyseg.model.pretrained import build_for_checkpoint
 
     folder, tag, run_dir = resolve_checkpoint(config.checkpoint)
     state = load_zero_state_dict(folder, tag)  # refuses a file that would run code when read

@@ -123,7 +123,7 @@ def _is_sentence(query: str) -> bool:
 
 def run(config: PredictConfig, console: Console | None = None) -> PredictResult:
     console = console or Console(stderr=True)
-    from keyseg.data.conversation import ConversationConfig, eval_pair
+    from keyseg.data.conversation import ConversationConfig, eval_query
     from keyseg.data.transforms import ClipInput, decode_rgb, sam_input
     from keyseg.evaluation.inference import predict_batch
     from keyseg.masks.overlay import overlay_panel
@@ -145,10 +145,10 @@ def run(config: PredictConfig, console: Console | None = None) -> PredictResult:
         except (OSError, ValueError) as error:  # missing, not an image, over the pixel bound, a sliver
             result.errors.append(f"{request['line']}: {image_path}: cannot read the image ({error})")
             continue
-        question, answer = eval_pair(request["query"], _is_sentence(request["query"]), conversation)
+        query = eval_query(request["query"], _is_sentence(request["query"]), conversation)
         height, width = rgb.shape[:2]
-        batch = {"image_sam": image_sam[None], "image_clip": image_clip[None], "questions": [question],
-                 "answers": [answer], "keywords": [None], "offsets": torch.tensor([0, 1]),
+        batch = {"image_sam": image_sam[None], "image_clip": image_clip[None], "questions": [query.question],
+                 "conversations": [query.conversation], "keywords": [None], "offsets": torch.tensor([0, 1]),
                  "masks": [torch.zeros((1, height, width), dtype=torch.uint8)], "resize": [resize],
                  "original_size": [(height, width)]}
         (prediction,) = predict_batch(model, tokenizer, batch, config.max_length, generate=config.generate)
@@ -162,7 +162,7 @@ def run(config: PredictConfig, console: Console | None = None) -> PredictResult:
                                                     params=[]))
         record = {"id": request["id"], "image": str(image_path), "query": request["query"],
                   "answer": prediction.answer, "keyword": prediction.keyword, "mask": str(mask_path),
-                  "overlay": str(overlay_path), "foreground_pixels": int(mask.sum())}
+                  "overlay": str(overlay_path), "foreground_pixels": int(mask.sum()), "prompt": prediction.prompt}
         result.predictions.append(record)
         # Queries, answers and file names are data: escaped, so "[/]" prints as itself.
         console.print(f"[bold]{escape(record['id'])}[/]: {escape(record['query'])}\n"

@@ -54,10 +54,10 @@ def _model_config(run: TrainRun, vocab_size: int):
     preset = run.config.model_preset
     if preset == "tiny":
         base = KeySegConfig.tiny(vocab_size=vocab_size)
-    elif preset in ("keyseg-7b", "lisa-7b"):
+    elif preset in ("lisa-7b", "keyseg-7b"):
         base = KeySegConfig.lisa_7b()
     else:
-        raise UsageError(f"unknown model_preset {preset!r}: choose tiny or keyseg-7b")
+        raise UsageError(f"unknown model_preset {preset!r}: choose tiny or lisa-7b")
     values = {**base.to_dict(), **run.config.model}
     unknown = set(run.config.model) - set(base.to_dict())
     if unknown:
@@ -72,8 +72,7 @@ def _model_config(run: TrainRun, vocab_size: int):
 
 def _tokenizer(run: TrainRun, split_shards: dict[str, list[Path]]):
     """The tokenizer, and the samples skipped while reading the shards for it (tiny models)."""
-    from keyseg.data.conversation import ConversationConfig
-    from keyseg.model.tokens import SYSTEM_PROMPT
+    from keyseg.data.conversation import template_texts
     from keyseg.training.tokenizer import load_tokenizer, shard_texts, word_level_tokenizer
 
     init = run.config.init
@@ -82,9 +81,7 @@ def _tokenizer(run: TrainRun, split_shards: dict[str, list[Path]]):
     saved = run.out / "tokenizer"
     if saved.is_dir():  # resuming: the vocabulary must not change under the checkpoint
         return load_tokenizer(saved), []
-    conversation = ConversationConfig()
-    texts = [SYSTEM_PROMPT, "USER: ASSISTANT:", *conversation.phrase_questions, *conversation.sentence_questions,
-             *conversation.answers, *conversation.explanatory_answers, conversation.eval_answer]
+    texts = template_texts()
     skipped: list = []
     for paths in split_shards.values():
         texts += shard_texts(paths, skipped)
@@ -113,7 +110,7 @@ def build_model(run: TrainRun, tokenizer, console: Console):
         from keyseg.model import loading
 
         if init.lisa:
-            report = loading.from_lisa(init.lisa, model, vision=init.vision)
+            report = loading.from_lisa(init.lisa, model, vision=init.vision, sam=init.sam, fresh=init.fresh)
         else:
             report = loading.from_parts(model, llm=init.llm, vision=init.vision, sam=init.sam, llava=init.llava)
         console.print(escape(report.format()))
@@ -128,16 +125,23 @@ def build_model(run: TrainRun, tokenizer, console: Console):
 def dry_run(run: TrainRun, console: Console) -> dict:
     """Resolve the config, build the model on the meta device, count parameters, print DeepSpeed's config."""
     from keyseg.model import KeySegModel
-    from keyseg.model.params import apply_lora, apply_trainability, print_parameter_table
+    from keyseg.model.config import KEYSEG_7B_VOCAB
+    from keyseg.model.params import apply_lora, apply_trainability, parameter_table, print_parameter_table
 
     # The tiny vocabulary comes from the shards, which a dry run does not read: any small
-    # size shows the parameter counts (the published presets fix their own vocabulary).
+    # size shows the parameter counts. The 7B presets count at the vocabulary they train
+    # with: LISA-7B-v1's tokenizer plus [KEY].
     model_config = _model_config(run, vocab_size=128)
+    if run.config.model_preset != "tiny":
+        model_config.llm["vocab_size"] = KEYSEG_7B_VOCAB
     with torch.device("meta"):
         model = KeySegModel(model_config)
+    # The same steps as build_model after the weights are in.
     apply_trainability(model, model_config)
     model = apply_lora(model, model_config) or model
     print_parameter_table(model, console)
+    trainable = sum(row[1] for row in parameter_table(model))
+    console.print(f"trainable parameters: {trainable:,} (vocabulary {model_config.llm['vocab_size']:,})")
     groups = parameter_groups(model.named_parameters(), run.config.optim.lr_scales)
     ds = deepspeed_config(run.config, on_cpu=not torch.cuda.is_available(), groups=groups)
     console.print_json(json.dumps({"train_config": run.config.to_dict(), "deepspeed": ds}))

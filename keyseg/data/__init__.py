@@ -1,12 +1,12 @@
 """Model-ready KeySeg samples from WebDataset shards.
 
     transforms    SAM (longest side L, padded) and CLIP (shortest side S, centre crop) inputs
-    conversation  question/answer templates, [SEG] answers, KeySeg's [KEY] keyword
+    conversation  the reference's conversation text: templates, [SEG] answers, KeySeg's [KEY]
     samples       one shard sample -> tensors, masks and texts (train: random queries)
     loader        shard URLs (index, braces, http, s3, pipe), train/eval pipelines, collate
 """
 
-from keyseg.data.conversation import ConversationConfig, eval_pair, explanatory_pair, train_pair
+from keyseg.data.conversation import ConversationConfig, eval_query
 from keyseg.data.loader import (
     KeySegLoader,
     KeySegPipeline,
@@ -37,13 +37,11 @@ __all__ = [
     "collate",
     "decode_rgb",
     "decode_sample",
-    "eval_pair",
-    "explanatory_pair",
+    "eval_query",
     "make_eval_pipeline",
     "make_loader",
     "make_train_pipeline",
     "register_url_schemes",
     "resolve_shards",
     "sam_input",
-    "train_pair",
 ]

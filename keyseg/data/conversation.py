@@ -1,19 +1,24 @@
-"""Question/answer text for one query: LISA's recipe plus KeySeg's `[KEY] keyword`.
+"""Conversation text for one query, exactly as LISA and the KeySeg release build it.
 
-Train mode draws templates at random (with the caller's seeded `random.Random`):
-  - short phrase:  a `phrase_questions` template with the phrase (lower-cased, as LISA does)
-  - sentence:      a `sentence_questions` template with the sentence as written
-  - answer:        an `answers` template, each with exactly one `[SEG]`
-  - explanatory:   (chosen by the sample decoder with probability `explanatory`) the
-                   target's `explanatory_query` as a sentence question and an
-                   `explanatory_answers` template around the explanatory text
-  - KeySeg:        `" [KEY] {keyword}"` appended to the answer when the keyword is known
-                   and `use_keyword` is on.
-Eval mode has no randomness: the first template of the kind and the fixed teacher-forced
-answer `eval_answer` ("[SEG]. [KEY]." by default).
+See docs/fidelity.md ("Conversations and prompts") for the reference lines behind each rule.
+A conversation is the llava_v1 template with one round,
+    "{SYSTEM} USER: <im_start><image><im_end>\\n{question} ASSISTANT: {answer}</s>"
+then, for KeySeg, "[KEY] {keyword}" (training) or " [KEY]." (evaluation) before the "</s>".
 
-Questions carry no image token: adding `<image>\n` and the chat template is the
-tokeniser's job in the trainer, which knows the model's conversation format.
+Training (the release's ReasonSeg and refCOCO datasets):
+  - refCOCO: a random short-question template with the expression lower-cased, a random
+    answer template; the keyword is the expression as written.
+  - ReasonSeg, image without a keyword entry: a random short or long template (short ones
+    lower-case the phrase); no [KEY].
+  - ReasonSeg, image with a keyword entry: with probability `explanatory` the bare query
+    text is asked (choice 2); otherwise a template (choice 0) or the query followed by an
+    explanatory request (choice 1), one of the two at random. The keyword is appended.
+  - The answer of every ReasonSeg conversation is "[SEG]." (the release builds the other
+    answers but never uses them).
+Evaluation: "<image>\\n {text} Please output segmentation mask." for sentences and
+"<image>\\n What is {text} in this image? Please output segmentation mask." for phrases
+(LISA's protocol), or the bare "<image>\\n{text}" (the release's refCOCO test); answer
+"[SEG]." followed by " [KEY]." for models with a keyword token.
 """
 
 from __future__ import annotations
@@ -21,105 +26,149 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-SEG_TOKEN = "[SEG]"
-KEY_TOKEN = "[KEY]"
+from keyseg.model.tokens import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, KEY_TOKEN, SEG_TOKEN
 
-PHRASE_QUESTIONS = (
-    "Can you segment the {text} in this image?",
-    "Please segment the {text}.",
-    "Where is the {text} in this picture? Please output the segmentation mask.",
-    "Show me the {text} in this image with a segmentation mask.",
+SYSTEM_PROMPT = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
-SENTENCE_QUESTIONS = (
-    "{text} Please output the segmentation mask.",
-    "{text} Please answer with a segmentation mask.",
-    "{text} Respond with the segmentation mask.",
+EOS = "</s>"
+IMAGE_PREFIX = IMAGE_TOKEN + "\n"
+
+# The reference's lists, string for string (LISA utils/utils.py, shared by the release).
+SHORT_QUESTIONS = (
+    IMAGE_PREFIX + "Can you segment the {class_name} in this image?",
+    IMAGE_PREFIX + "Please segment the {class_name} in this image.",
+    IMAGE_PREFIX + "What is {class_name} in this image? Please respond with segmentation mask.",
+    IMAGE_PREFIX + "What is {class_name} in this image? Please output segmentation mask.",
+)
+LONG_QUESTIONS = (
+    IMAGE_PREFIX + "{sent} Please respond with segmentation mask.",
+    IMAGE_PREFIX + "{sent} Please output segmentation mask.",
+)
+EXPLANATORY_QUESTIONS = (
+    "Please output segmentation mask and explain why.",
+    "Please output segmentation mask and explain the reason.",
+    "Please output segmentation mask and give some explanation.",
 )
 ANSWERS = (
     "It is [SEG].",
     "Sure, [SEG].",
     "Sure, it is [SEG].",
-    "The segmentation result is [SEG].",
+    "Sure, the segmentation result is [SEG].",
     "[SEG].",
 )
-EXPLANATORY_ANSWERS = (
-    "{explanatory} [SEG].",
-    "{explanatory} It is [SEG].",
-)
+REASONSEG_ANSWER = "[SEG]."
+EVAL_SENTENCE_QUESTION = IMAGE_PREFIX + " {text} Please output segmentation mask."
+EVAL_PHRASE_QUESTION = IMAGE_PREFIX + " What is {text} in this image? Please output segmentation mask."
+EVAL_ANSWER = "[SEG]."
+EVAL_KEY_SUFFIX = " [KEY]."
+
+REFER_PROTOCOLS = ("lisa", "release")
+"""refCOCO evaluation: "lisa" scores every sentence of every ref with the phrase template;
+"release" scores the first sentence of each ref, asked bare (the release's test set)."""
 
 
 @dataclass(frozen=True)
 class ConversationConfig:
-    """Templates and options; defaults follow LISA except where KeySeg adds the keyword."""
-
-    phrase_questions: tuple[str, ...] = PHRASE_QUESTIONS  # each contains "{text}"
-    sentence_questions: tuple[str, ...] = SENTENCE_QUESTIONS  # each contains "{text}"
-    answers: tuple[str, ...] = ANSWERS  # each contains "[SEG]" exactly once
-    explanatory_answers: tuple[str, ...] = EXPLANATORY_ANSWERS  # "{explanatory}" and one "[SEG]"
-    use_keyword: bool = True  # append " [KEY] {keyword}" to train answers (KeySeg)
-    # Probability that a query whose target has an explanatory answer (only ReasonSeg
-    # train targets do) is asked as its explanatory_query. LISA's ReasonSeg recipe uses 0.1.
-    explanatory: float = 0.0
-    lowercase_phrases: bool = True  # LISA lower-cases short phrases in questions
-    eval_answer: str = "[SEG]. [KEY]."  # the teacher-forced answer of every eval query
+    explanatory: float = 1.0
+    """ReasonSeg train: probability of asking the bare query text (the release's choice 2;
+    its finetune.py default is 1.0, LISA's 0.1 belongs to LISA's explanatory answers)."""
+    use_keyword: bool = True
+    """Append "[KEY] {keyword}" in training and " [KEY]." in evaluation (KeySeg)."""
+    refer_protocol: str = "lisa"
 
     def __post_init__(self) -> None:
-        for name in ("phrase_questions", "sentence_questions", "answers", "explanatory_answers"):
-            templates = getattr(self, name)
-            if isinstance(templates, str) or not templates:
-                raise ValueError(f"{name} must be a non-empty sequence of templates")
-            # Accept lists from config files but store tuples: the config stays hashable.
-            object.__setattr__(self, name, tuple(templates))
-        for template in self.phrase_questions + self.sentence_questions:
-            if "{text}" not in template:
-                raise ValueError(f"question template {template!r} lacks {{text}}")
-        for template in self.answers + self.explanatory_answers:
-            if template.count(SEG_TOKEN) != 1 or KEY_TOKEN in template:
-                raise ValueError(f"answer template {template!r} must contain [SEG] exactly once and no [KEY]")
-        for template in self.explanatory_answers:
-            if "{explanatory}" not in template:
-                raise ValueError(f"explanatory answer template {template!r} lacks {{explanatory}}")
         if not 0.0 <= self.explanatory <= 1.0:
             raise ValueError(f"explanatory probability {self.explanatory} is not in [0, 1]")
+        if self.refer_protocol not in REFER_PROTOCOLS:
+            raise ValueError(f"refer_protocol must be one of {REFER_PROTOCOLS}, got {self.refer_protocol!r}")
 
 
-def _question(text: str, is_sentence: bool, template: str, config: ConversationConfig) -> str:
+def conversation(question: str, answer: str) -> str:
+    """The llava_v1 text of one round; `question` holds "<image>\\n" where the image goes."""
+    return f"{SYSTEM_PROMPT} USER: {question} ASSISTANT: {answer}{EOS}"
+
+
+def generation_prompt(question: str) -> str:
+    """The text the model continues to answer `question` (an empty assistant turn)."""
+    return with_image_markers(f"{SYSTEM_PROMPT} USER: {question} ASSISTANT:")
+
+
+def with_image_markers(text: str) -> str:
+    """<image> wrapped in <im_start> ... <im_end> (LISA-7B-v1 uses the start/end tokens)."""
+    return text.replace(IMAGE_TOKEN, IM_START_TOKEN + IMAGE_TOKEN + IM_END_TOKEN)
+
+
+def train_keyword_text(text: str, keyword: str | None) -> str:
+    """`text` (a conversation) with "[KEY] {keyword}" before its "</s>" (no space before [KEY])."""
+    return text if keyword is None else text.replace(EOS, f"{KEY_TOKEN} {keyword}{EOS}")
+
+
+def eval_keyword_text(text: str) -> str:
+    """`text` with " [KEY]." before its "</s>" unless it already has a [KEY]."""
+    return text if KEY_TOKEN in text else text.replace(EOS, f"{EVAL_KEY_SUFFIX}{EOS}")
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query's conversation and what it was built from."""
+
+    question: str  # the human message, with "<image>\n"
+    conversation: str  # the full text the tokenizer sees
+    keyword: str | None  # the [KEY] target word(s), None without [KEY]
+
+
+def refer_train_query(sentence: str, keyword_on: bool, rng: random.Random) -> Query:
+    question = rng.choice(SHORT_QUESTIONS).format(class_name=sentence.lower())
+    keyword = sentence if keyword_on else None
+    text = conversation(question, rng.choice(ANSWERS))
+    return Query(question, with_image_markers(train_keyword_text(text, keyword)), keyword)
+
+
+def reasonseg_choice(has_keyword_entry: bool, config: ConversationConfig, rng: random.Random) -> int:
+    """The release's per-image choice: 2 bare query, 1 query + explanatory request, 0 template."""
+    if not has_keyword_entry:
+        return 0
+    return 2 if rng.random() < config.explanatory else rng.randint(0, 1)
+
+
+def reasonseg_train_query(text: str, is_sentence: bool, keyword: str | None, has_keyword_entry: bool,
+                          choice: int, config: ConversationConfig, rng: random.Random) -> Query:
+    if choice == 2:
+        question = IMAGE_PREFIX + text
+    elif choice == 1:
+        question = IMAGE_PREFIX + text + " " + rng.choice(EXPLANATORY_QUESTIONS)
+    elif is_sentence:
+        question = rng.choice(LONG_QUESTIONS).format(sent=text)
+    else:
+        question = rng.choice(SHORT_QUESTIONS).format(class_name=text.lower())
+    keyword = keyword if (has_keyword_entry and config.use_keyword) else None
+    text = conversation(question, REASONSEG_ANSWER)
+    return Query(question, with_image_markers(train_keyword_text(text, keyword)), keyword)
+
+
+def eval_query(text: str, is_sentence: bool, config: ConversationConfig, bare: bool = False) -> Query:
+    """The evaluation conversation of one query (no randomness)."""
     text = text.strip()
-    if not is_sentence and config.lowercase_phrases:
-        text = text.lower()
-    return template.format(text=text)
+    if bare:
+        question = IMAGE_PREFIX + text
+    elif is_sentence:
+        question = EVAL_SENTENCE_QUESTION.format(text=text)
+    else:
+        question = EVAL_PHRASE_QUESTION.format(text=text)
+    full = conversation(question, EVAL_ANSWER)
+    if config.use_keyword:
+        full = eval_keyword_text(full)
+    return Query(question, with_image_markers(full), None)
 
 
-def _with_keyword(answer: str, keyword: str | None, config: ConversationConfig) -> str:
-    if config.use_keyword and keyword:
-        return f"{answer} {KEY_TOKEN} {keyword.strip()}"
-    return answer
+def chat_query(question_text: str) -> str:
+    """The human message for a free-form question (as the reference's chat scripts ask it)."""
+    return IMAGE_PREFIX + question_text
 
 
-def train_pair(text: str, is_sentence: bool, keyword: str | None, config: ConversationConfig,
-               rng: random.Random) -> tuple[str, str]:
-    """(question, answer) for a training query, templates drawn from `rng`."""
-    templates = config.sentence_questions if is_sentence else config.phrase_questions
-    question = _question(text, is_sentence, rng.choice(templates), config)
-    return question, _with_keyword(rng.choice(config.answers), keyword, config)
-
-
-def can_explain(explanatory: str | None, explanatory_query: str | None) -> bool:
-    """An explanatory pair is only built when it keeps exactly one [SEG] in the answer."""
-    if not explanatory or not explanatory_query:
-        return False
-    return SEG_TOKEN not in explanatory and KEY_TOKEN not in explanatory
-
-
-def explanatory_pair(explanatory_query: str, explanatory: str, keyword: str | None,
-                     config: ConversationConfig, rng: random.Random) -> tuple[str, str]:
-    """(question, answer) asking the explanatory query and answering with the explanation."""
-    question = _question(explanatory_query, True, rng.choice(config.sentence_questions), config)
-    answer = rng.choice(config.explanatory_answers).format(explanatory=explanatory.strip())
-    return question, _with_keyword(answer, keyword, config)
-
-
-def eval_pair(text: str, is_sentence: bool, config: ConversationConfig) -> tuple[str, str]:
-    """(question, answer) for evaluation: first template, fixed answer, no randomness."""
-    templates = config.sentence_questions if is_sentence else config.phrase_questions
-    return _question(text, is_sentence, templates[0], config), config.eval_answer
+def template_texts() -> list[str]:
+    """Every fixed text a conversation can hold (a word-level vocabulary needs their words)."""
+    return [SYSTEM_PROMPT, "USER: ASSISTANT:", *SHORT_QUESTIONS, *LONG_QUESTIONS, *EXPLANATORY_QUESTIONS, *ANSWERS,
+            EVAL_SENTENCE_QUESTION, EVAL_PHRASE_QUESTION, EVAL_ANSWER + EVAL_KEY_SUFFIX]

@@ -1,14 +1,16 @@
 """One shard sample (`<key>.jpg` + `<key>.json`) -> one model-ready training/eval sample.
 
-Query selection, as LISA does it:
-  train: a sample with several targets (refCOCO images) gets up to `num_queries` distinct
-         targets at random, one random text each; a sample with a single target (ReasonSeg)
-         gets up to `num_queries` distinct texts of that target, every query reusing its
-         mask. With probability `conversation.explanatory` one query whose target has an
-         explanatory answer becomes the explanatory query (see `conversation`).
-  eval:  every target once, with its first text; no randomness at all.
-Keywords: refer targets (source starting with "refcoco") use the chosen expression itself;
-other sources use the target's mined `keyword` (may be None).
+Query selection follows the reference datasets (docs/fidelity.md, "Sampling"):
+  train, refer sources (refCOCO family): every sentence of every ref of the image is a
+         candidate; up to `num_queries` distinct sentences are drawn (two may describe the
+         same object). The keyword of each query is its sentence as written.
+  train, ReasonSeg: up to `num_queries` distinct texts of the image's one target, every
+         query reusing its mask; the conversation choice (bare query, template, or query +
+         explanatory request) is drawn once per image (`keyseg.data.conversation`).
+  eval:  ReasonSeg asks the first text; refer sources ask every sentence of every ref
+         ("lisa" protocol) or the first sentence of each ref ("release"); no randomness.
+The conversation text of every query is built here (`keyseg.data.conversation`); the
+tokenizer only encodes it.
 
 Anything wrong with a sample's bytes raises `CorruptSampleError` with the reason; the
 loader logs, counts and skips those. Checks, cheapest first and before any pixel is
@@ -28,7 +30,8 @@ import cv2
 import numpy as np
 import torch
 
-from keyseg.data.conversation import ConversationConfig, can_explain, eval_pair, explanatory_pair, train_pair
+from keyseg.data.conversation import (ConversationConfig, eval_query, reasonseg_choice, reasonseg_train_query,
+                                      refer_train_query)
 from keyseg.data.transforms import ClipInput, SamInput, check_view_size, decode_rgb
 from keyseg.images import ImageError
 from keyseg.shards.samples import BadSampleError, decode_mask, read_sample_json
@@ -68,13 +71,25 @@ def parse_sample_json(data: bytes) -> dict:
         raise CorruptSampleError(str(error)) from None
 
 
-def choose_queries(targets: list[dict], num_queries: int, rng: random.Random) -> list[tuple[int, int]]:
+def choose_queries(targets: list[dict], num_queries: int, refer: bool, rng: random.Random) -> list[tuple[int, int]]:
     """(target index, text index) per train query; see the module docstring."""
-    if len(targets) == 1:
-        texts = targets[0]["texts"]
-        return [(0, index) for index in rng.sample(range(len(texts)), min(num_queries, len(texts)))]
-    chosen = rng.sample(range(len(targets)), min(num_queries, len(targets)))
-    return [(index, rng.randrange(len(targets[index]["texts"]))) for index in chosen]
+    candidates = [(index, text) for index, target in enumerate(targets) for text in range(len(target["texts"]))]
+    if not refer:
+        candidates = [(0, text) for text in range(len(targets[0]["texts"]))]
+    return rng.sample(candidates, min(num_queries, len(candidates)))
+
+
+def eval_queries(targets: list[dict], refer: bool, refer_protocol: str) -> list[tuple[int, int]]:
+    """(target index, text index) of every query an evaluation asks about this image."""
+    if refer and refer_protocol == "lisa":
+        return [(index, text) for index, target in enumerate(targets) for text in range(len(target["texts"]))]
+    return [(index, 0) for index in range(len(targets))]
+
+
+def prediction_name(key: str, target_index: int, text_index: int, per_sentence: bool) -> str:
+    """File stem of one query's predicted mask: `<key>_<target>` or, when every sentence of a
+    target is scored, `<key>_<target>_<sentence>`."""
+    return f"{key}_{target_index}_{text_index}" if per_sentence else f"{key}_{target_index}"
 
 
 class SampleDecoder:
@@ -108,30 +123,23 @@ class SampleDecoder:
                                      f"json says {document['width']}x{document['height']}")
 
         targets = document["targets"]
+        refer = is_refer_source(document["source"])
+        conversation = config.conversation
         if config.mode == "eval":
-            queries = [(index, 0) for index in range(len(targets))]
+            queries = eval_queries(targets, refer, conversation.refer_protocol)
+            bare = refer and conversation.refer_protocol == "release"
+            built = [eval_query(self._eval_text(targets[t]["texts"][i], refer), targets[t]["is_sentence"] and not refer,
+                                conversation, bare) for t, i in queries]
         else:
             rng = rng or random.Random(f"{config.seed}/{key}")
-            queries = choose_queries(targets, config.num_queries, rng)
-        texts, is_sentence, keywords, questions, answers = [], [], [], [], []
-        explained = self._pick_explanatory(targets, queries, rng)
-        for position, (target_index, text_index) in enumerate(queries):
-            target = targets[target_index]
-            text, sentence = target["texts"][text_index], target["is_sentence"]
-            keyword = text if is_refer_source(document["source"]) else target["keyword"]
-            if config.mode == "eval":
-                question, answer = eval_pair(text, sentence, config.conversation)
-            elif position == explained:
-                question, answer = explanatory_pair(target["explanatory_query"], target["explanatory"], keyword,
-                                                    config.conversation, rng)
-                text, sentence = target["explanatory_query"], True
-            else:
-                question, answer = train_pair(text, sentence, keyword, config.conversation, rng)
-            texts.append(text)
-            is_sentence.append(sentence)
-            keywords.append(keyword)
-            questions.append(question)
-            answers.append(answer)
+            queries = choose_queries(targets, config.num_queries, refer, rng)
+            built = self._train_conversations(targets, queries, refer, rng)
+        texts = [targets[t]["texts"][i] for t, i in queries]
+        is_sentence = [bool(targets[t]["is_sentence"]) for t, _ in queries]
+        keywords = [query.keyword for query in built]
+        if config.mode == "eval":
+            # The keyword each eval query is judged against (never shown to the model).
+            keywords = [texts[n] if refer else targets[t]["keyword"] for n, (t, _) in enumerate(queries)]
 
         masks = self._masks(targets, [target_index for target_index, _ in queries], height, width)
         image_sam, resize = self.sam(image)
@@ -144,31 +152,33 @@ class SampleDecoder:
             "image_sam": image_sam,
             "image_clip": self.clip(image),
             "masks": masks,
-            "questions": questions,
-            "answers": answers,
+            "questions": [query.question for query in built],
+            "conversations": [query.conversation for query in built],
             "keywords": keywords,
             "texts": texts,
             "is_sentence": is_sentence,
             "target_indices": [target_index for target_index, _ in queries],
+            "text_indices": [text_index for _, text_index in queries],
+            "per_sentence": config.mode == "eval" and refer and conversation.refer_protocol == "lisa",
             "resize": resize,
             "original_size": (height, width),
         }
 
-    def _pick_explanatory(self, targets: list[dict], queries: list[tuple[int, int]],
-                          rng: random.Random | None) -> int | None:
-        """Position of the query asked as its target's explanatory query, if any (train only).
+    @staticmethod
+    def _eval_text(text: str, refer: bool) -> str:
+        # The reference's refer evaluation lower-cases the sentences; ReasonSeg keeps its text.
+        return text.strip().lower() if refer else text.strip()
 
-        At most one per image: several queries of one ReasonSeg target would otherwise all
-        become the same explanatory question.
-        """
-        probability = self.config.conversation.explanatory
-        if self.config.mode == "eval" or probability <= 0.0:
-            return None
-        for position, (target_index, _) in enumerate(queries):
-            target = targets[target_index]
-            if can_explain(target["explanatory"], target["explanatory_query"]):
-                return position if rng.random() < probability else None
-        return None
+    def _train_conversations(self, targets: list[dict], queries: list[tuple[int, int]], refer: bool,
+                             rng: random.Random) -> list:
+        conversation = self.config.conversation
+        if refer:
+            return [refer_train_query(targets[t]["texts"][i], conversation.use_keyword, rng) for t, i in queries]
+        target = targets[0]
+        has_entry = target["keyword"] is not None or target["explanatory"] is not None
+        choice = reasonseg_choice(has_entry, conversation, rng)
+        return [reasonseg_train_query(target["texts"][i], bool(target["is_sentence"]), target["keyword"], has_entry,
+                                      choice, conversation, rng) for _, i in queries]
 
     @staticmethod
     def _masks(targets: list[dict], indices: list[int], height: int, width: int) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """Masks, answers and keywords from a KeySeg model for evaluation and prediction.
 
-Reference protocol (default): every query is answered with the teacher-forced
-"[SEG]. [KEY]." (reference-semantics section 5); its mask is the [SEG] prompt's logits > 0.
-The keyword the model would say is read by continuing greedily after "[KEY]".
+Reference protocol (default): every query is teacher-forced on the evaluation conversation
+("... ASSISTANT: [SEG]. [KEY].</s>", docs/fidelity.md "Evaluation"); its mask is the [SEG]
+prompt's logits > 0. Each query row is fused with its own [KEY] only, so a mask never
+depends on the other queries of the batch. The keyword the model would say is read by
+continuing greedily after "[KEY]".
 Free generation (`generate=True`): the answer is generated greedily, then run through the
 model again (teacher-forced on its own answer) to get the masks of its [SEG] tokens; a
 query whose answer has no [SEG] gets an empty mask.
@@ -10,24 +12,26 @@ query whose answer has no [SEG] gets an empty mask.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from keyseg.model.tokens import EVAL_ANSWER, build_prompt
-from keyseg.training.batches import model_inputs
-
-KEY_TOKEN = "[KEY]"
-SEG_TOKEN = "[SEG]"
+from keyseg.data.conversation import EVAL_ANSWER, conversation, generation_prompt, with_image_markers
+from keyseg.model.tokens import KEY_TOKEN, SEG_TOKEN, as_reference_tokenizer
+from keyseg.training.batches import image_patches, text_token_limit
 
 
 @dataclass
 class RowPrediction:
     image_index: int  # position of the image in the batch
-    target_index: int  # query row within its image (eval mode: one row per target)
+    row_index: int  # query row within its image
     mask: torch.Tensor  # bool (H, W)
     answer: str  # the answer the mask came from (teacher-forced or generated)
     keyword: str | None  # what the model says after [KEY]
+    prompt: str = ""  # the exact conversation text the mask came from
+    seg_positions: list[int] = field(default_factory=list)  # token positions of [SEG] (image = 1 position)
+    key_positions: list[int] = field(default_factory=list)  # token positions of [KEY]
+    state_offset: int = 0  # the hidden state of a token at position p is read at p + state_offset
 
 
 def _row_images(offsets: torch.Tensor) -> list[tuple[int, int]]:
@@ -38,35 +42,34 @@ def _row_images(offsets: torch.Tensor) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def greedy_continue(model, tokenizer, image_features: torch.Tensor, prefix: str, max_new_tokens: int,
+def greedy_continue(model, tokens, image_features: torch.Tensor, prefix: str, max_new_tokens: int,
                     stop_texts: tuple[str, ...] = ()) -> str:
     """Greedy continuation of one conversation prefix (with its image features), as text.
 
     One row at a time with a KV cache: rows have different lengths, and evaluation is
     dominated by the mask decoder and the prompt pass, not by these few tokens.
     """
-    encoded = tokenizer([prefix], add_special_tokens=True, return_tensors="pt")
-    input_ids = encoded["input_ids"].to(image_features.device)
+    input_ids = torch.tensor([tokens.encode_with_image(prefix)], device=image_features.device)
     attention = torch.ones_like(input_ids)
     spliced = model.splice_image_features(input_ids, attention, None, image_features[None])
     llm = model.llm
     outputs = llm(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, use_cache=True)
     past, attention = outputs.past_key_values, spliced.attention_mask
     generated: list[int] = []
-    eos = tokenizer.eos_token_id
+    eos = tokens.tokenizer.eos_token_id
     for _ in range(max_new_tokens):
         next_id = int(outputs.logits[0, -1].argmax())
         if next_id == eos:
             break
         generated.append(next_id)
-        text = tokenizer.decode(generated, skip_special_tokens=False)
+        text = tokens.decode(generated)
         if any(stop in text for stop in stop_texts):
             break
         attention = torch.cat([attention, attention.new_ones((1, 1))], dim=1)
         embeds = llm.get_input_embeddings()(torch.tensor([[next_id]], device=input_ids.device))
         outputs = llm(inputs_embeds=embeds, attention_mask=attention, past_key_values=past, use_cache=True)
         past = outputs.past_key_values
-    return tokenizer.decode(generated, skip_special_tokens=False)
+    return tokens.decode(generated)
 
 
 def keyword_after_key(text: str) -> str | None:
@@ -80,48 +83,59 @@ def keyword_after_key(text: str) -> str | None:
     return tail or None
 
 
+def answer_of(conversation_text: str) -> str:
+    """The assistant's part of a one-round conversation, without the closing </s>."""
+    return conversation_text.rsplit(" ASSISTANT: ", 1)[-1].removesuffix("</s>")
+
+
 @torch.no_grad()
 def predict_batch(model, tokenizer, batch: dict, max_length: int = 512, generate: bool = False,
                   decode_keywords: bool = True, max_new_tokens: int = 32) -> list[RowPrediction]:
-    """One RowPrediction per query row of an eval-mode loader batch."""
+    """One RowPrediction per query row of an eval-mode loader batch.
+
+    Each image is encoded alone and each query runs in its own forward, unpadded: a query's
+    mask depends on its image and its text only, never on which other images or queries
+    share its batch or how the samples are split over processes.
+    """
+    tokens = as_reference_tokenizer(tokenizer)
     device = next(model.parameters()).device
     dtype = model.dtype
     rows = _row_images(batch["offsets"])
-    image_features = None
-    if generate or decode_keywords:
-        image_features = model.encode_images_clip(batch["image_clip"].to(device=device, dtype=dtype))
-    answers = list(batch["answers"])
-    if generate:
-        answers = [greedy_continue(model, tokenizer, image_features[image], build_prompt(question),
-                                   max_new_tokens).strip() or EVAL_ANSWER
-                   for (image, _), question in zip(rows, batch["questions"])]
-    forced = dict(batch, answers=answers)
-    has_seg = [SEG_TOKEN in answer for answer in answers]
-    if not all(has_seg):
-        # Rows without [SEG] get an empty mask; the model still needs one [SEG] to run them.
-        forced["answers"] = [answer if ok else f"{answer} {SEG_TOKEN}." for answer, ok in zip(answers, has_seg)]
-    inputs = model_inputs(forced, tokenizer, max_length, device, dtype)
-    inputs.pop("masks")
-    inputs.pop("labels")
-    inputs.pop("keyword_ids")
-    outputs = model(**inputs, inference=True)
-    first_seg_of_row = {}
-    counts_seen = [0] * len(outputs["pred_masks"])
-    for position, row in enumerate(outputs["seg_rows"].tolist()):
-        image = rows[row][0]
-        if row not in first_seg_of_row:
-            first_seg_of_row[row] = (image, counts_seen[image])
-        counts_seen[image] += 1
+    images_sam = batch["image_sam"].to(device=device, dtype=dtype)
+    images_clip = batch["image_clip"].to(device=device, dtype=dtype)
+    clip_features = [model.encode_images_clip(images_clip[i:i + 1]) for i in range(len(images_clip))]
+    sam_embeddings = [model.encode_images_sam(images_sam[i:i + 1]) for i in range(len(images_sam))]
+    limit = text_token_limit(model.config, max_length)
+    state_offset = image_patches(model.config) - 2  # P patches replace 1 placeholder; the state before
     predictions = []
-    for row, (image, target_index) in enumerate(rows):
-        logits_image, seg_index = first_seg_of_row[row]
-        mask = outputs["pred_masks"][logits_image][seg_index] > 0
-        if not has_seg[row]:
+    for row, (image, row_index) in enumerate(rows):
+        question, has_seg = batch["questions"][row], True
+        text = batch["conversations"][row]
+        if generate:
+            answer = greedy_continue(model, tokens, clip_features[image][0], generation_prompt(question),
+                                     max_new_tokens).strip() or EVAL_ANSWER
+            has_seg = SEG_TOKEN in answer
+            # A row without [SEG] gets an empty mask; the model still needs one [SEG] to run it.
+            text = with_image_markers(conversation(question, answer if has_seg else f"{answer} {SEG_TOKEN}."))
+        encoded = tokens.tokenize_conversations([text], limit)
+        input_ids = encoded["input_ids"].to(device)
+        outputs = model(images_sam[image:image + 1], images_clip[image:image + 1], input_ids,
+                        encoded["attention_mask"].to(device), resize=[batch["resize"][image]],
+                        original_size=[batch["original_size"][image]], inference=True,
+                        image_features=clip_features[image], sam_embeddings=sam_embeddings[image])
+        mask = outputs["pred_masks"][0][0] > 0  # the first [SEG] of the answer
+        if not has_seg:
             mask = torch.zeros_like(mask)
-        keyword = keyword_after_key(answers[row])
-        if keyword is None and decode_keywords and not generate:
-            prefix = build_prompt(batch["questions"][row]) + " " + answers[row].rsplit(KEY_TOKEN, 1)[0] + KEY_TOKEN
-            keyword = keyword_after_key(KEY_TOKEN + greedy_continue(model, tokenizer, image_features[image], prefix,
+        answer = answer_of(text)
+        keyword = keyword_after_key(answer)
+        if keyword is None and decode_keywords and not generate and KEY_TOKEN in answer:
+            prefix = generation_prompt(question) + " " + answer.rsplit(KEY_TOKEN, 1)[0].rstrip() + KEY_TOKEN
+            keyword = keyword_after_key(KEY_TOKEN + greedy_continue(model, tokens, clip_features[image][0], prefix,
                                                                     max_new_tokens=6, stop_texts=(".",)))
-        predictions.append(RowPrediction(image, target_index, mask.cpu(), answers[row], keyword))
+        ids = input_ids[0].cpu()
+        predictions.append(RowPrediction(
+            image, row_index, mask.cpu(), answer, keyword, prompt=text,
+            seg_positions=(ids == model.config.seg_token_id).nonzero()[:, 0].tolist(),
+            key_positions=(ids == model.config.key_token_id).nonzero()[:, 0].tolist(),
+            state_offset=state_offset))
     return predictions

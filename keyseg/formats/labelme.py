@@ -1,4 +1,4 @@
-"""ReasonSeg's LabelMe-style JSON files (reference-semantics section 1)."""
+"""ReasonSeg's LabelMe-style JSON files (docs/fidelity.md M1; layout in docs/stages.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""REFER-format files of refCOCO, refCOCO+ and refCOCOg (reference-semantics section 4).
+"""REFER-format files of refCOCO, refCOCO+ and refCOCOg (docs/fidelity.md M5; layout in docs/stages.md).
 
 `refs(<splitBy>).p` is a pickle. Unpickling runs whatever callables the file names, so
 we use an unpickler that resolves no global at all beyond a few harmless builtins:

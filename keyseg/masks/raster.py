@@ -1,4 +1,4 @@
-"""ReasonSeg polygons to a target/ignore mask, bit-exact with the reference (section 2).
+"""ReasonSeg polygons to a target/ignore mask, bit-exact with the reference (docs/fidelity.md M3).
 
 The reference draws with OpenCV, so we do too: re-implementing OpenCV's line and
 polygon scan conversion by hand would be a second source of truth to keep in sync.

@@ -1,4 +1,4 @@
-"""Segmentation metrics of the LISA protocol (reference-semantics section 9)."""
+"""Segmentation metrics of the LISA protocol (docs/fidelity.md, "Metric")."""
 
 from keyseg.metrics.iou import IoUStats, intersection_union, mask_iou
 from keyseg.metrics.report import SplitMetrics, metrics_json, paper_table

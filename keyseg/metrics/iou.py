@@ -1,4 +1,4 @@
-"""Intersection and union with ignore pixels, gIoU and cIoU (reference-semantics section 9).
+"""Intersection and union with ignore pixels, gIoU and cIoU (docs/fidelity.md, "Metric").
 
 Per mask: pixels where the target is 255 are excluded from prediction and target alike;
 I = |pred AND target|, U = |pred OR target|; IoU = I / (U + 1e-5), and 1.0 when U is 0

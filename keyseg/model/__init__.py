@@ -6,13 +6,12 @@ from keyseg.model.keyseg import KeySegModel, build_projector, build_sam_config
 from keyseg.model.losses import dice_loss, keyword_alignment_loss, mask_losses, sigmoid_bce_loss
 from keyseg.model.params import (apply_lora, apply_trainability, lora_target_names, parameter_table,
                                  print_parameter_table)
-from keyseg.model.tokens import (EVAL_ANSWER, IGNORE_INDEX, SPECIAL_TOKENS, SYSTEM_PROMPT, add_special_tokens,
-                                 build_conversation, build_prompt, keyword_token_ids, tokenize_conversations)
+from keyseg.model.tokens import (IGNORE_INDEX, IMAGE_TOKEN_INDEX, SPECIAL_TOKENS, ReferenceTokenizer,
+                                 add_special_tokens)
 
 __all__ = [
-    "EVAL_ANSWER", "IGNORE_INDEX", "KeySegConfig", "KeySegModel", "KeywordSegFusion", "SPECIAL_TOKENS",
-    "SYSTEM_PROMPT", "add_special_tokens", "apply_lora", "apply_trainability", "build_conversation",
-    "build_projector", "build_prompt", "build_sam_config", "dice_loss", "keyword_alignment_loss",
-    "keyword_token_ids", "lora_target_names", "mask_losses", "parameter_table", "print_parameter_table",
-    "resample_tokens", "sigmoid_bce_loss", "tokenize_conversations",
+    "IGNORE_INDEX", "IMAGE_TOKEN_INDEX", "KeySegConfig", "KeySegModel", "KeywordSegFusion", "ReferenceTokenizer",
+    "SPECIAL_TOKENS", "add_special_tokens", "apply_lora", "apply_trainability", "build_projector",
+    "build_sam_config", "dice_loss", "keyword_alignment_loss", "lora_target_names", "mask_losses",
+    "parameter_table", "print_parameter_table", "resample_tokens", "sigmoid_bce_loss",
 ]

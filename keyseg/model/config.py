@@ -2,8 +2,10 @@
 
 The three pretrained parts (CLIP vision tower, causal LM, SAM) are described by the keyword
 arguments of their transformers configs, so a config can describe both the published
-7B model and the tiny CPU model the tests use. Defaults follow the KeySeg release
-(reference-semantics.md sections 6 and 8); `KeySegConfig.tiny()` is the test model.
+7B model and the tiny CPU model the tests use. `KeySegConfig.lisa_7b()` is the architecture
+of LISA-7B-v1 and of the KeySeg release, `KeySegConfig.tiny()` the test model. The training
+defaults are the paper's method (the `keyseg-7b` preset); the `keyseg-7b-release` preset
+sets the fields in which the release differs (docs/presets.md lists every difference).
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ import torch
 FUSION_MODES = ("keyseg", "keyseg_residual", "none")
 PROJECTORS = ("linear", "mlp2x_gelu")
 DTYPES = ("float32", "bfloat16", "float16")
+NEW_MODULE_INITS = ("torch", "normal")
+
+LISA_7B_V1_VOCAB = 32004
+"""Rows of LISA-7B-v1's embedding table: LLaMA's 32000 + <im_patch>, <im_start>, <im_end>, [SEG]."""
+KEYSEG_7B_VOCAB = LISA_7B_V1_VOCAB + 1
+"""The KeySeg release's vocabulary: LISA-7B-v1's plus [KEY] (ha-erim/KeySeg finetune.py:204-213)."""
 
 
 @dataclass
@@ -48,6 +56,12 @@ class KeySegConfig:
     the release defines but leaves commented out) or "none" (plain LISA prompts)."""
     fusion_slots: int = 12
     """Number of slots the [SEG] embeddings of one image are interpolated to before fusion."""
+    new_module_init: str = "torch"
+    """How the modules KeySeg adds to LISA (`keyword_fusion`, `embedding_table_proj`,
+    `keyword_text_proj`) start: "torch" (PyTorch's Linear/LayerNorm defaults) or "normal":
+    Linear weights ~ N(0, the LM's initializer_range), biases 0, which is what transformers
+    4.31's `from_pretrained` gives the release's modules that LISA-7B-v1 does not hold
+    (LlamaPreTrainedModel._init_weights). Applied by `KeySegModel.from_config`."""
     key_temperature: float = 0.07
     """Temperature of the cosine-similarity logits of the keyword alignment loss."""
 
@@ -60,7 +74,7 @@ class KeySegConfig:
     """False (reference): ignore pixels (255) count as background in BCE and Dice.
     True: they are excluded from both losses."""
 
-    # --- which parts train (reference-semantics.md section 8) ------------------------------
+    # --- which parts train (docs/fidelity.md, "Recipe"; docs/presets.md) --------------------
     train_vision_tower: bool = False
     train_projector: bool = False
     train_sam_encoder: bool = False
@@ -73,16 +87,27 @@ class KeySegConfig:
     """Fully fine-tune the rest of the LM (its layers and final norm). The reference trains
     LoRA adapters instead and keeps these frozen."""
     train_fusion: bool = True
-    """`keyword_fusion`, `embedding_table_proj` and `keyword_text_proj`."""
+    """`keyword_fusion` (the release keeps it at its initial values but for LoRA adapters on
+    its self-attention, see `lora_fusion`)."""
+    train_embedding_table_proj: bool = True
+    """The vocabulary projection of the keyword loss (the release keeps it at its initial
+    values). `keyword_text_proj` never trains: no forward uses it, the release's neither; it
+    exists so that release checkpoints load strictly."""
     train_text_hidden_fcs: bool = True
 
-    # --- LoRA on the LM only ---------------------------------------------------------------
+    # --- LoRA ------------------------------------------------------------------------------
     lora_r: int = 8
     """LoRA rank; 0 disables LoRA."""
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
-    """Module name suffixes inside the LM (never SAM's or CLIP's modules of the same name)."""
+    """Linear module names (last name part) that get adapters inside the LM, never SAM's or
+    CLIP's modules of the same name."""
+    lora_fusion: bool = False
+    """Also put adapters on the fusion's Linear layers named in `lora_targets` (its
+    self-attention q_proj and v_proj). The release does: its name search takes every Linear
+    whose name contains q_proj or v_proj outside SAM, CLIP, the projector and
+    text_hidden_fcs (ha-erim/KeySeg finetune.py:265-285)."""
 
     # --- runtime ---------------------------------------------------------------------------
     gradient_checkpointing: bool = False
@@ -96,7 +121,6 @@ class KeySegConfig:
     # --- token ids, filled in by `keyseg.model.tokens.add_special_tokens` ------------------
     seg_token_id: int | None = None
     key_token_id: int | None = None
-    image_token_id: int | None = None
     im_start_token_id: int | None = None
     im_end_token_id: int | None = None
     pad_token_id: int | None = None
@@ -109,6 +133,8 @@ class KeySegConfig:
             raise ValueError(f"projector must be one of {PROJECTORS}, got {self.projector!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.new_module_init not in NEW_MODULE_INITS:
+            raise ValueError(f"new_module_init must be one of {NEW_MODULE_INITS}, got {self.new_module_init!r}")
         # JSON turns tuples into lists; keep one type so configs compare equal after a round trip.
         self.lora_targets = tuple(self.lora_targets)
 
@@ -135,7 +161,8 @@ class KeySegConfig:
     def lisa_7b(cls, **overrides: Any) -> "KeySegConfig":
         """The architecture of LISA-7B-v1 / the KeySeg release (weights are loaded separately).
 
-        LLaMA-7B (vocab 32000 before the added tokens), CLIP ViT-L/14 at 224 px, SAM ViT-H.
+        LLaMA-7B (vocab 32000 before the added tokens; the tokenizer decides the final size,
+        KEYSEG_7B_VOCAB with LISA-7B-v1's), CLIP ViT-L/14 at 224 px, SAM ViT-H.
         """
         config = cls(
             llm=dict(model_type="llama", vocab_size=32000, hidden_size=4096, intermediate_size=11008,

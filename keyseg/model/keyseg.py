@@ -9,7 +9,8 @@ Forward, in the order of the code below:
      last-layer hidden state at the position just BEFORE it (the state that predicts the
      token), passed through text_hidden_fcs (-> 256).
   3. The [SEG] embeddings of each image are fused with its [KEY] embedding(s)
-     (KeywordSegFusion) and become SAM's sparse prompts, one mask per [SEG].
+     (KeywordSegFusion; in inference each query row with its own) and become SAM's sparse
+     prompts, one mask per [SEG].
   4. SAM's mask decoder predicts low-resolution logits, upsampled to SAM's input square,
      cropped to the resized (unpadded) image and upsampled to the original size.
   5. Losses: the LM's cross-entropy on the answer, BCE + Dice on the masks and the keyword
@@ -32,7 +33,7 @@ from keyseg.model.config import KeySegConfig
 from keyseg.model.fusion import KeywordSegFusion
 from keyseg.model.losses import keyword_alignment_loss, mask_losses
 from keyseg.model.params import apply_trainability
-from keyseg.model.tokens import IGNORE_INDEX, add_special_tokens
+from keyseg.model.tokens import IGNORE_INDEX, IMAGE_TOKEN_INDEX, add_special_tokens
 
 SizeLike = Sequence[int] | torch.Tensor
 
@@ -73,7 +74,7 @@ class SplicedInputs:
     inputs_embeds: torch.Tensor  # (R, T + P - 1, h)
     attention_mask: torch.Tensor  # (R, T + P - 1)
     labels: torch.Tensor | None  # (R, T + P - 1), -100 on the patch positions
-    token_ids: torch.Tensor  # (R, T + P - 1), the image token id on the patch positions
+    token_ids: torch.Tensor  # (R, T + P - 1), the placeholder -200 on the patch positions
     image_position: int  # column of <image> in the original rows = first patch column
 
 
@@ -128,6 +129,14 @@ class KeySegModel(nn.Module):
         `config` is copied; the model's copy records the token ids and the new vocab size.
         """
         model = cls(KeySegConfig.from_dict(config.to_dict()))
+        if model.config.new_module_init == "normal":
+            # transformers 4.31's _init_weights for what the release adds to LISA-7B-v1.
+            std = model.llm.config.initializer_range
+            added = (model.keyword_fusion, model.embedding_table_proj, model.keyword_text_proj)
+            with torch.no_grad():
+                for layer in (m for module in added for m in module.modules() if isinstance(m, nn.Linear)):
+                    layer.weight.normal_(0.0, std)
+                    layer.bias.zero_()
         model.setup_tokenizer(tokenizer)
         apply_trainability(model)
         if model.config.gradient_checkpointing:
@@ -136,11 +145,27 @@ class KeySegModel(nn.Module):
 
     def setup_tokenizer(self, tokenizer) -> dict[str, int]:
         """Add the special tokens to `tokenizer`, resize the LM's embeddings to match and
-        record the token ids in `self.config`. Rows for new tokens are initialised by
-        transformers (around the mean of the existing rows)."""
+        record the token ids in `self.config`.
+
+        New rows of the input embeddings and of the lm_head are drawn from N(0, the LM's
+        initializer_range), biases 0, as transformers 4.31's `resize_token_embeddings` does
+        for the release (its `_init_weights`; transformers 5 would start them at the mean
+        row). Loading a checkpoint with fewer rows keeps these rows.
+        """
         token_ids = add_special_tokens(tokenizer)
-        if self.llm.get_input_embeddings().num_embeddings != len(tokenizer):
-            self.llm.resize_token_embeddings(len(tokenizer))
+        old_rows, new_rows = self.llm.get_input_embeddings().num_embeddings, len(tokenizer)
+        if old_rows != new_rows:
+            self.llm.resize_token_embeddings(new_rows, mean_resizing=False)
+        embeddings, lm_head = self.llm.get_input_embeddings(), self.llm.get_output_embeddings()
+        if new_rows > old_rows and embeddings.weight.device.type != "meta":
+            std = self.llm.config.initializer_range
+            untied_head = lm_head is not None and lm_head.weight is not embeddings.weight
+            with torch.no_grad():
+                for layer in [embeddings] + ([lm_head] if untied_head else []):  # 4.31's order
+                    fresh = torch.empty(new_rows - old_rows, layer.weight.shape[1], device=layer.weight.device)
+                    layer.weight[old_rows:] = fresh.normal_(0.0, std).to(layer.weight.dtype)
+                    if getattr(layer, "bias", None) is not None:
+                        layer.bias[old_rows:] = 0
         self.config.llm["vocab_size"] = len(tokenizer)
         for name, value in token_ids.items():
             setattr(self.config, name, value)
@@ -175,22 +200,21 @@ class KeySegModel(nn.Module):
 
     def splice_image_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                               labels: torch.Tensor | None, row_features: torch.Tensor) -> SplicedInputs:
-        """Replace the single <image> token of every row by that row's P patch features.
+        """Replace the <image> placeholder (-200) of every row by that row's P patch features.
 
         The prompt before <image> is the same for every row, so <image> sits in the same
         column everywhere and the splice is three concatenations instead of a loop.
         """
-        image_token_id = self.config.image_token_id
-        is_image = input_ids == image_token_id
+        is_image = input_ids == IMAGE_TOKEN_INDEX
         if not bool((is_image.sum(1) == 1).all()):
-            raise ValueError("every row needs exactly one <image> token")
+            raise ValueError("every row needs exactly one <image> placeholder")
         columns = is_image.int().argmax(1)
         if not bool((columns == columns[0]).all()):
             raise ValueError(f"<image> must be in the same column of every row, got {columns.tolist()}")
         p = int(columns[0])
         rows, patches = row_features.shape[:2]
 
-        embeds = self.llm.get_input_embeddings()(input_ids)
+        embeds = self.llm.get_input_embeddings()(input_ids.clamp(min=0))
         inputs_embeds = torch.cat([embeds[:, :p], row_features.to(embeds.dtype), embeds[:, p + 1:]], dim=1)
 
         def splice(tensor: torch.Tensor, fill: int) -> torch.Tensor:
@@ -201,7 +225,7 @@ class KeySegModel(nn.Module):
             inputs_embeds=inputs_embeds,
             attention_mask=splice(attention_mask, 1),
             labels=splice(labels, IGNORE_INDEX) if labels is not None else None,
-            token_ids=splice(input_ids, image_token_id),
+            token_ids=splice(input_ids, IMAGE_TOKEN_INDEX),
             image_position=p,
         )
 
@@ -221,14 +245,15 @@ class KeySegModel(nn.Module):
 
     def fuse_keywords(self, seg_per_image: list[torch.Tensor], key_per_image: list[torch.Tensor]
                       ) -> list[torch.Tensor]:
-        """The sparse prompts of each image: its [SEG] embeddings, fused with its [KEY] ones.
+        """The sparse prompts of each group: its [SEG] embeddings, fused with its [KEY] ones.
 
-        Images without a [KEY] embedding, and every image with fusion "none", keep their
-        [SEG] embeddings unchanged.
+        A group without a [KEY] embedding is fused too: the release's fusion then attends
+        over nothing (a zero context, see keyseg.model.fusion), it does not pass the [SEG]
+        embeddings through. With fusion "none" every group keeps its [SEG] embeddings.
         """
         if self.config.fusion == "none":
             return list(seg_per_image)
-        return [self.keyword_fusion(seg, keys) if len(keys) and len(seg) else seg
+        return [self.keyword_fusion(seg, keys) if len(seg) else seg
                 for seg, keys in zip(seg_per_image, key_per_image)]
 
     def encode_images_sam(self, images_sam: torch.Tensor) -> torch.Tensor:
@@ -296,6 +321,9 @@ class KeySegModel(nn.Module):
         original_size: Sequence[SizeLike] | None = None,
         keyword_ids: torch.Tensor | None = None,
         inference: bool = False,
+        fusion_by_row: bool | None = None,
+        image_features: torch.Tensor | None = None,
+        sam_embeddings: torch.Tensor | None = None,
     ) -> dict:
         """Run the model on B images and R query rows.
 
@@ -305,7 +333,10 @@ class KeySegModel(nn.Module):
         masks: B uint8 tensors (Q_i, H_i, W_i), 1 = target, 255 = ignore, Q_i = number of
         [SEG] tokens in image i's rows; resize: B (h', w') SAM resize sizes (default (S, S));
         original_size: B (H, W) (default: resize); keyword_ids (R,) first sub-token id of
-        each row's keyword, -100 for none.
+        each row's keyword, -100 for none; fusion_by_row: fuse each row's [SEG] with that
+        row's [KEY] only (default: in inference) instead of with every [KEY] of the image;
+        image_features (B, P, h) / sam_embeddings (B, 256, E, E): the images' encodings when
+        already computed (`encode_images_clip` / `encode_images_sam`), to reuse them.
 
         Returns a dict with
           pred_masks: B float32 logits (Q_i, H_i, W_i);
@@ -315,7 +346,7 @@ class KeySegModel(nn.Module):
         inputs are missing is 0).
         """
         config = self.config
-        missing = [name for name in ("seg_token_id", "key_token_id", "image_token_id") if getattr(config, name) is None]
+        missing = [name for name in ("seg_token_id", "key_token_id") if getattr(config, name) is None]
         if missing:
             raise ValueError(f"config.{missing[0]} is unset: build with from_config or call setup_tokenizer")
         num_images, num_rows = images_sam.shape[0], input_ids.shape[0]
@@ -335,7 +366,8 @@ class KeySegModel(nn.Module):
                                             torch.tensor(offsets, device=device).diff())
 
         # 1. image features into the token sequence
-        image_features = self.encode_images_clip(images_clip)
+        if image_features is None:
+            image_features = self.encode_images_clip(images_clip)
         spliced = self.splice_image_features(input_ids, attention_mask, labels, image_features[row_image])
 
         # 2. the LM and the [SEG]/[KEY] embeddings
@@ -350,21 +382,29 @@ class KeySegModel(nn.Module):
         hidden = lm_outputs.hidden_states[-1]  # after the final norm
         seg_embeddings, seg_rows = self.token_embeddings(hidden, spliced.token_ids, config.seg_token_id)
         key_embeddings, key_rows = self.token_embeddings(hidden, spliced.token_ids, config.key_token_id)
-        seg_image, key_image = row_image[seg_rows], row_image[key_rows]
+        seg_image = row_image[seg_rows]
         seg_counts = torch.bincount(seg_image, minlength=num_images).tolist()
-        seg_per_image = list(seg_embeddings.split(seg_counts))
-        key_per_image = [key_embeddings[key_image == index] for index in range(num_images)]
         if masks is not None:
             mask_counts = [len(mask) for mask in masks]
             if mask_counts != seg_counts:
                 raise ValueError(f"masks per image {mask_counts} != [SEG] tokens per image {seg_counts} "
                                  "(was an answer truncated?)")
 
-        # 3. keyword fusion
-        prompts_per_image = self.fuse_keywords(seg_per_image, key_per_image)
+        # 3. keyword fusion: in training the [SEG]s of an image meet all of its [KEY]s (the
+        # release); in inference each query row meets only its own, so no query's mask
+        # depends on the other queries that share its batch.
+        by_row = inference if fusion_by_row is None else fusion_by_row
+        seg_group, key_group = (seg_rows, key_rows) if by_row else (seg_image, row_image[key_rows])
+        groups = num_rows if by_row else num_images
+        fused = self.fuse_keywords([seg_embeddings[seg_group == g] for g in range(groups)],
+                                   [key_embeddings[key_group == g] for g in range(groups)])
+        if by_row:
+            fused = [torch.cat(fused[offsets[i]:offsets[i + 1]]) if offsets[i + 1] > offsets[i]
+                     else seg_embeddings[:0] for i in range(num_images)]
+        prompts_per_image = fused
 
         # 4-5. SAM masks at the original resolution
-        image_embeddings = self.encode_images_sam(images_sam)
+        image_embeddings = self.encode_images_sam(images_sam) if sam_embeddings is None else sam_embeddings
         low_res = self.decode_masks(image_embeddings, prompts_per_image)
         pred_masks = [self.postprocess_masks(lr, r, o) for lr, r, o in zip(low_res, resize, original_size)]
 
@@ -389,7 +429,7 @@ class KeySegModel(nn.Module):
         if keyword_ids is not None and len(key_rows):
             projected_table = self.embedding_table_proj(self.llm.get_input_embeddings().weight)
             key = keyword_alignment_loss(key_embeddings, projected_table, keyword_ids.to(device)[key_rows],
-                                         config.key_temperature)
+                                         config.key_temperature, ignore_id=config.pad_token_id)
         else:
             key = zero
         loss = config.ce_weight * ce + config.bce_weight * bce + config.dice_weight * dice + config.key_weight * key

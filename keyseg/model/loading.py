@@ -7,7 +7,9 @@ They work with any module exposing the KeySegModel attributes (`vision_tower`,
 a missing required weight, a key we do not know where to put, or a shape mismatch raises
 `CheckpointError` first.
 
-- `from_lisa(path, model, vision=None)`: a LISA / KeySeg release checkpoint.
+- `from_lisa(path, model, vision=None, sam=None, fresh=())`: a LISA / KeySeg release
+  checkpoint; `sam` replaces its SAM, `fresh` modules keep their initial values (what the
+  release does when it fine-tunes from LISA-7B-v1).
 - `from_parts(model, llm=, vision=, sam=, llava=)`: the pretrained parts separately.
 - `read_state_dict`, `load_into` and the key mappers (`keymaps.py`) for anything else.
 Layouts: docs/checkpoints.md.
@@ -229,7 +231,7 @@ def _under(key: str, prefixes: Iterable[str]) -> bool:
 
 def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], required: Iterable[str] = ("",),
               optional: Iterable[str] = (), *, dropped: Iterable[str] = (), ignore: Iterable[str] = (),
-              resize_vocab: bool = True, new_rows: str = "mean", sources: Iterable[str] = (),
+              resize_vocab: bool = True, new_rows: str = "keep", sources: Iterable[str] = (),
               hints: Mapping[str, str] | None = None) -> LoadReport:
     """Load an already-mapped state dict (our keys) into `model`, strictly and atomically.
 
@@ -240,8 +242,9 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], required: Ite
         entirely (reported as initialised fresh), but a partial group is an error.
     ignore: prefixes of checkpoint keys to discard explicitly (reported as dropped).
     resize_vocab: a checkpoint embedding / lm_head with fewer rows than the model's (a smaller
-        vocab) fills the first rows; the new rows are set to the mean of the checkpoint rows
-        (`new_rows="mean"`) or keep the model's values (`new_rows="keep"`).
+        vocab) fills the first rows; the new rows keep the model's values (`new_rows="keep"`:
+        `KeySegModel.setup_tokenizer` drew them as transformers 4.31 does, which is what the
+        release trained from) or are set to the mean of the checkpoint rows (`"mean"`).
     Raises `CheckpointError` (nothing written) on missing required keys, unexpected keys or
     shape mismatches. Returns a `LoadReport`.
     """
@@ -305,7 +308,7 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], required: Ite
     report.missing_required = [k for k in report.missing
                                if not _under(k, optional) and ".lora_" not in k]
     for prefix in optional:
-        group = [k for k in model_state if k.startswith(prefix)]
+        group = [k for k in model_state if k.startswith(prefix) and ".lora_" not in k]
         got = [k for k in group if k in loaded]
         if got and len(got) < len(group):
             report.missing_required += [k for k in group if k not in loaded]
@@ -345,7 +348,8 @@ def _merge(into: Mapped, part: StateDict, name: str, notes: list[str], origin: d
 
 
 def from_lisa(path: PathLike, model: nn.Module, vision: PathLike | None = None, *,
-              require_vision: bool = True, ignore: Iterable[str] = (), resize_vocab: bool = True) -> LoadReport:
+              sam: PathLike | None = None, fresh: Iterable[str] = (), require_vision: bool = True,
+              ignore: Iterable[str] = (), resize_vocab: bool = True) -> LoadReport:
     """Load a LISA / KeySeg checkpoint (file or folder) into a built model.
 
     Required from the file: everything of the model except `vision_tower.*` (LISA exports drop
@@ -354,22 +358,44 @@ def from_lisa(path: PathLike, model: nn.Module, vision: PathLike | None = None, 
     must be complete). The vision tower comes from the file if it holds one, else from `vision`
     (a CLIPVisionModel / CLIPModel folder or file; it supersedes the file's tower). With neither,
     this raises unless `require_vision=False` (the model's tower is already loaded).
+    `sam`: a SAM checkpoint (`sam_vit_h_4b8939.pth` or a transformers SamModel folder) whose
+    weights replace the file's whole SAM, as the release rebuilds SAM after loading
+    LISA-7B-v1 (ha-erim/KeySeg model/KISA.py:281-289, finetune.py:250-251).
+    `fresh`: top-level modules (e.g. "text_hidden_fcs", which the release rebuilds) whose
+    weights in the file are discarded: they keep the model's initial values.
     `ignore`: prefixes of mapped keys to discard explicitly (e.g. "keyword_fusion." for a model
     built without fusion).
     """
     state, dropped = map_lisa_keys(read_state_dict(path))
     sources = [f"lisa={path}"]
     notes: list[str] = []
+    origin = {k: "lisa" for k in state}
     if vision is not None:
         tower, vision_dropped = map_clip_vision_keys(read_state_dict(vision))
         dropped += vision_dropped
         sources.append(f"vision={vision}")
-        _merge(state, tower, "vision", notes, {k: "lisa" for k in state})
-    optional = list(KEYSEG_MODULES) + ([] if require_vision else ["vision_tower."])
+        _merge(state, tower, "vision", notes, origin)
+    if sam is not None:
+        sam_state, sam_dropped = map_sam_keys(read_state_dict(sam))
+        dropped += sam_dropped
+        sources.append(f"sam={sam}")
+        replaced = [k for k in state if k.startswith("sam.")]
+        for key in replaced:  # the file's SAM is replaced whole, not patched
+            del state[key]
+        if replaced:
+            notes.append(f"sam= replaces the {len(replaced)} SAM tensors of {path}")
+        _merge(state, sam_state, "sam", notes, origin)
+    fresh = tuple(f"{name.rstrip('.')}." for name in fresh)
+    unknown = [p for p in fresh if not any(k.startswith(p) for k in model.state_dict())]
+    if unknown:
+        raise CheckpointError(f"fresh: the model has no module {', '.join(p[:-1] for p in unknown)}")
+    if fresh:
+        notes.append("kept at their initial values (not loaded): " + ", ".join(p + "*" for p in fresh))
+    optional = list(KEYSEG_MODULES) + list(fresh) + ([] if require_vision else ["vision_tower."])
     hints = {"vision_tower.": f"{path} holds no vision tower (LISA exports drop it): pass vision=<CLIP folder>, "
                               "or require_vision=False if the model's tower is already loaded"}
-    report = load_into(model, state, required=("",), optional=optional, dropped=dropped, ignore=ignore,
-                       resize_vocab=resize_vocab, sources=sources, hints=hints)
+    report = load_into(model, state, required=("",), optional=optional, dropped=dropped,
+                       ignore=tuple(ignore) + fresh, resize_vocab=resize_vocab, sources=sources, hints=hints)
     report.notes += notes
     return report
 

@@ -1,10 +1,13 @@
-"""Which parameters train: freezing flags, LoRA on the LM, and a parameter table.
+"""Which parameters train: freezing flags, LoRA adapters, and a parameter table.
 
-The KeySeg recipe (reference-semantics.md section 8) freezes the CLIP tower, the projector,
-SAM's image encoder and prompt encoder; it trains LoRA adapters on the LM's q_proj and
-v_proj, the lm_head and embed_tokens, SAM's mask decoder, text_hidden_fcs and the fusion
-and keyword projections. Every flag lives in KeySegConfig; `apply_trainability` can be
-called any number of times and always gives the same result for the same config.
+The recipe freezes the CLIP tower, the projector, SAM's image encoder and prompt encoder;
+it trains LoRA adapters on the LM's q_proj and v_proj, the lm_head and embed_tokens, SAM's
+mask decoder and text_hidden_fcs. The paper's method also trains the fusion and the
+keyword loss's vocabulary projection; the release keeps both at their initial values and
+puts LoRA adapters on the fusion's self-attention q_proj/v_proj instead (ha-erim/KeySeg
+finetune.py:262-314; docs/presets.md). Every flag lives in KeySegConfig;
+`apply_trainability` can be called any number of times and always gives the same result
+for the same config.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ def _is_lora(name: str) -> bool:
 
 
 def has_lora(model) -> bool:
-    return any(_is_lora(name) for name, _ in model.llm.named_parameters())
+    return any(_is_lora(name) for name, _ in model.named_parameters())
 
 
 def apply_trainability(model, config=None) -> None:
     """Set requires_grad on every parameter from the config's train_* flags (and LoRA).
 
-    `config` defaults to `model.config`. LoRA adapter weights always train when present.
+    `config` defaults to `model.config`. LoRA adapter weights always train when present;
+    `keyword_text_proj` never does (no forward uses it).
     """
     config = model.config if config is None else config
     model.requires_grad_(False)
@@ -53,8 +57,9 @@ def apply_trainability(model, config=None) -> None:
     model.sam.shared_image_embedding.requires_grad_(config.train_prompt_encoder)
     model.sam.mask_decoder.requires_grad_(config.train_mask_decoder)
     model.text_hidden_fcs.requires_grad_(config.train_text_hidden_fcs)
-    for module in (model.keyword_fusion, model.embedding_table_proj, model.keyword_text_proj):
-        module.requires_grad_(config.train_fusion)
+    model.keyword_fusion.requires_grad_(config.train_fusion)
+    model.embedding_table_proj.requires_grad_(config.train_embedding_table_proj)
+    model.keyword_text_proj.requires_grad_(False)
 
     for name, parameter in model.llm.named_parameters():
         parameter.requires_grad_(config.train_llm or _is_lora(name))
@@ -65,40 +70,68 @@ def apply_trainability(model, config=None) -> None:
         tied = lm_head.weight is embed_tokens.weight
         # Tied weights are one tensor: it trains when either flag asks for it.
         lm_head.requires_grad_(config.train_llm or config.train_lm_head or (tied and config.train_embed_tokens))
+    for name, parameter in model.keyword_fusion.named_parameters():
+        if _is_lora(name):
+            parameter.requires_grad_(True)
 
 
-def lora_target_names(llm: nn.Module, targets) -> list[str]:
-    """Full names of the Linear modules inside `llm` whose last name part is in `targets`.
+def lora_target_names(module: nn.Module, targets) -> list[str]:
+    """Full names of the Linear layers inside `module` (the LM, or the fusion) whose last
+    name part is in `targets`.
 
-    Resolving to full names inside the LM alone means LoRA can never land on SAM's or
-    CLIP's modules of the same name (both have q_proj/v_proj).
+    Resolving to full names inside one module means LoRA can never land on SAM's or CLIP's
+    layers of the same name (both have q_proj/v_proj).
     """
     targets = set(targets)
-    return [name for name, module in llm.named_modules()
-            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets]
+    return [name for name, layer in module.named_modules()
+            if isinstance(layer, nn.Linear) and name.rsplit(".", 1)[-1] in targets]
 
 
 def apply_lora(model, config=None):
-    """Wrap `model.llm` with peft LoRA adapters (r, alpha, dropout, targets from the config).
+    """Add LoRA adapters (r, alpha, dropout, targets from the config) to the LM and, with
+    `lora_fusion`, to the fusion.
 
-    Does nothing when lora_r is 0. Load weights and add tokens before wrapping: the wrapped
-    LM's parameter names gain peft's prefixes. Re-applies the trainability flags afterwards,
-    since peft freezes everything but the adapters.
+    Does nothing when lora_r is 0. The LM is wrapped with peft (its parameter names gain
+    peft's prefixes); the fusion's Linear layers are replaced in place (their weights become
+    `<name>.base_layer.weight`). Load weights and add tokens before. Re-applies the
+    trainability flags afterwards, since peft freezes everything but the adapters.
     """
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model, inject_adapter_in_model
 
     config = model.config if config is None else config
     if config.lora_r <= 0:
         return model
-    if isinstance(model.llm, PeftModel):
-        raise ValueError("the LM already has LoRA adapters")
+    if isinstance(model.llm, PeftModel) or has_lora(model):
+        raise ValueError("the model already has LoRA adapters")
+    settings = dict(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, bias="none")
     targets = lora_target_names(model.llm, config.lora_targets)
     if not targets:
         raise ValueError(f"no Linear module named {list(config.lora_targets)} in the LM")
-    lora_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                             target_modules=targets, bias="none", task_type="CAUSAL_LM")
-    model.llm = get_peft_model(model.llm, lora_config)
+    fusion_targets = lora_target_names(model.keyword_fusion, config.lora_targets) if config.lora_fusion else []
+    if config.lora_fusion and not fusion_targets:
+        raise ValueError(f"lora_fusion: no Linear module named {list(config.lora_targets)} in the fusion")
+    model.llm = get_peft_model(model.llm, LoraConfig(target_modules=targets, task_type="CAUSAL_LM", **settings))
+    if fusion_targets:
+        inject_adapter_in_model(LoraConfig(target_modules=fusion_targets, **settings), model.keyword_fusion)
     apply_trainability(model, config)
+    return model
+
+
+def merge_lora(model):
+    """Fold every LoRA adapter into its base weights (LM and fusion); the config then says
+    lora_r = 0, so the merged model is built again without adapters."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    if isinstance(model.llm, PeftModel):
+        model.llm = model.llm.merge_and_unload()
+    adapted = [(name, module) for name, module in model.keyword_fusion.named_modules() if isinstance(module, LoraLayer)]
+    for name, module in adapted:
+        module.merge()
+        parent_name, _, child = name.rpartition(".")
+        parent = model.keyword_fusion.get_submodule(parent_name) if parent_name else model.keyword_fusion
+        setattr(parent, child, module.get_base_layer())
+    model.config.lora_r = 0
     return model
 
 

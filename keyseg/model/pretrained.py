@@ -19,16 +19,6 @@ def build_for_checkpoint(run_dir: Path):
     return model, tokenizer
 
 
-def merge_lora(model):
-    """Fold LoRA adapters into the LM weights; the config then says lora_r = 0."""
-    from peft import PeftModel
-
-    if isinstance(model.llm, PeftModel):
-        model.llm = model.llm.merge_and_unload()
-    model.config.lora_r = 0
-    return model
-
-
 def load_pretrained(folder: str | Path, device: str = "cpu"):
     """(model, tokenizer) from a folder written by `keyseg export`; every weight must match."""
     from safetensors.torch import load_file

@@ -76,7 +76,7 @@ def convert_reasonseg(
     explanatory: dict | None,
     decode_images: bool = False,
 ) -> PreparedImage:
-    """One image's mask (section 2) and target record; problems become issues."""
+    """One image's mask (docs/fidelity.md M3) and target record; problems become issues."""
     issues: list[Issue] = []
     try:
         annotation = parse_labelme(annotation_bytes)

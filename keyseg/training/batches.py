@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import torch
 
-from keyseg.model import keyword_token_ids, tokenize_conversations
+from keyseg.model.tokens import as_reference_tokenizer
 
 
-def model_inputs(batch: dict, tokenizer, max_length: int, device, dtype: torch.dtype) -> dict:
-    encoded = tokenize_conversations(tokenizer, batch["questions"], batch["answers"], max_length)
+def image_patches(model_config) -> int:
+    """Number of CLIP patch features that replace the one <image> placeholder."""
+    patch = int(model_config.vision.get("patch_size", 32))
+    return (model_config.clip_image_size // patch) ** 2
+
+
+def text_token_limit(model_config, max_length: int) -> int:
+    """The reference's text budget `model_max_length - 255`: 255 is what the 256 patches of
+    CLIP ViT-L/14 add beyond their placeholder; a smaller tower adds fewer."""
+    limit = max_length - (image_patches(model_config) - 1)
+    if limit < 8:
+        raise ValueError(f"max_length {max_length} leaves {limit} text tokens next to the image's "
+                         f"{image_patches(model_config)} patches")
+    return limit
+
+
+def model_inputs(batch: dict, tokenizer, model_config, max_length: int, device, dtype: torch.dtype) -> dict:
+    tokens = as_reference_tokenizer(tokenizer)
+    encoded = tokens.tokenize_conversations(batch["conversations"], text_token_limit(model_config, max_length))
     return {
         "images_sam": batch["image_sam"].to(device=device, dtype=dtype),
         "images_clip": batch["image_clip"].to(device=device, dtype=dtype),
@@ -19,5 +36,5 @@ def model_inputs(batch: dict, tokenizer, max_length: int, device, dtype: torch.d
         "masks": [mask.to(device) for mask in batch["masks"]],
         "resize": batch["resize"],
         "original_size": batch["original_size"],
-        "keyword_ids": keyword_token_ids(tokenizer, batch["keywords"]).to(device),
+        "keyword_ids": tokens.keyword_target_ids(batch["keywords"]).to(device),
     }

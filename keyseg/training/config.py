@@ -18,6 +18,7 @@ from keyseg.errors import UsageError
 from keyseg.model.config import KeySegConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+MODEL_PRESETS = ("tiny", "lisa-7b", "keyseg-7b")
 
 
 @dataclass
@@ -49,6 +50,10 @@ class OptimConfig:
     lr_scales: dict = field(default_factory=dict)
 
 
+FRESH_MODULES = ("text_hidden_fcs", "keyword_fusion", "embedding_table_proj", "keyword_text_proj", "mm_projector")
+"""Modules `init.fresh` may keep at their initial values instead of loading them from init.lisa."""
+
+
 @dataclass
 class InitConfig:
     """Where weights come from; all empty: random init (tiny models only)."""
@@ -57,14 +62,21 @@ class InitConfig:
     llava: str | None = None  # HF LLaVA-1.5 folder
     llm: str | None = None  # causal LM folder
     vision: str | None = None  # CLIP vision folder (LISA exports do not contain it)
-    sam: str | None = None  # transformers SamModel folder or sam_vit_h_4b8939.pth
+    # transformers SamModel folder or sam_vit_h_4b8939.pth; with `lisa` it replaces the
+    # file's whole SAM (the release rebuilds SAM from sam_vit_h_4b8939.pth after loading LISA)
+    sam: str | None = None
+    # modules of FRESH_MODULES left at their initial values instead of taken from `lisa`
+    # (the release rebuilds text_hidden_fcs: [text_hidden_fcs])
+    fresh: list = field(default_factory=list)
     tokenizer: str | None = None  # tokenizer folder; None: a word-level tokenizer built from the shards
 
 
 @dataclass
 class TrainConfig:
     model: dict = field(default_factory=dict)  # KeySegConfig fields (keyseg.model.config)
-    model_preset: str = "tiny"  # "tiny" or "keyseg-7b": KeySegConfig defaults before `model` applies
+    # The architecture whose KeySegConfig defaults `model` overrides: "tiny" or "lisa-7b"
+    # (LISA-7B-v1, which both 7B presets start from; "keyseg-7b" is accepted as its old name).
+    model_preset: str = "tiny"
     init: InitConfig = field(default_factory=InitConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -230,8 +242,11 @@ def check_train_config(config: TrainConfig) -> None:
     _require(config.precision in ("bf16", "fp16", "fp32"), "precision", config.precision, "bf16, fp16 or fp32")
     _require(isinstance(config.seed, int) and not isinstance(config.seed, bool), "seed", config.seed,
              "a whole number")
-    _require(config.model_preset in ("tiny", "keyseg-7b"), "model_preset", config.model_preset,
-             "tiny or keyseg-7b")
+    _require(config.model_preset in MODEL_PRESETS, "model_preset", config.model_preset,
+             " or ".join(MODEL_PRESETS))
+    init = config.init
+    _require(isinstance(init.fresh, list) and all(name in FRESH_MODULES for name in init.fresh), "init.fresh",
+             init.fresh, f"a list of module names from {', '.join(FRESH_MODULES)}")
 
 
 def train_config_from_dict(document: dict) -> TrainConfig:

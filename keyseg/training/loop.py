@@ -30,6 +30,7 @@ from keyseg.data.loader import make_eval_pipeline, make_loader, make_train_pipel
 from keyseg.data.samples import SampleConfig
 from keyseg.data.skips import LoaderStats, SkipLog
 from keyseg.metrics import IoUStats, intersection_union
+from keyseg.model.tokens import ReferenceTokenizer
 from keyseg.training import checkpoints
 from keyseg.training.batches import model_inputs
 
@@ -51,6 +52,7 @@ class Trainer:
     def __init__(self, run, engine, tokenizer, split_shards: dict[str, list[Path]], rank: int, world: int,
                  console: Console, tokenizer_skips: list | None = None):
         self.run, self.engine, self.tokenizer = run, engine, tokenizer
+        self.tokens = ReferenceTokenizer(tokenizer)
         self.config = run.config
         self.rank, self.world, self.console = rank, world, console
         self.out = Path(run.out)
@@ -177,7 +179,8 @@ class Trainer:
 
     def _forward(self, batch: dict, inference: bool = False) -> dict:
         dtype = _unwrap(self.engine.module).config.torch_dtype
-        inputs = model_inputs(batch, self.tokenizer, self.config.data.max_length, self.engine.device, dtype)
+        inputs = model_inputs(batch, self.tokens, self.model_config, self.config.data.max_length,
+                              self.engine.device, dtype)
         return self.engine(**inputs, inference=inference)
 
     def _reduce(self, values: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Random LabelMe shapes that hit every rule of section 2 (shared by the mask tests)."""
+"""Random LabelMe shapes that hit every rule of docs/fidelity.md M3 (shared by the mask tests)."""
 
 from __future__ import annotations
 

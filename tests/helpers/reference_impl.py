@@ -1,4 +1,4 @@
-"""An independent implementation of reference-semantics section 2, written for the tests.
+"""An independent implementation of docs/fidelity.md M3 (ReasonSeg polygons), written for the tests.
 
 It follows the spec step by step on files, the way the reference does (OpenCV decode for
 the size, a full-image canvas per shape for the area, argsort of the area list), and

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from keyseg.data.conversation import IMAGE_PREFIX, SYSTEM_PROMPT, conversation, with_image_markers
 from keyseg.data.transforms import sam_resize_shape
-from keyseg.model import KeySegConfig, KeySegModel, keyword_token_ids, tokenize_conversations
-from keyseg.model.tokens import SYSTEM_PROMPT
+from keyseg.model import KeySegConfig, KeySegModel, ReferenceTokenizer
 
 # Words of the test conversations; any other word becomes <unk>, which is fine too.
 DEFAULT_TEXTS = [
@@ -50,7 +50,9 @@ def make_batch(model: KeySegModel, tokenizer, image_sizes=((40, 60), (70, 50)), 
     answers = answers or ["Sure, it is [SEG]. [KEY] car", "Sure, it is [SEG]. [KEY] dog",
                           "[SEG]. [KEY] chair", "it is [SEG]. [KEY] cup"][:num_rows]
     keywords = keywords or (["car", "dog", "chair", "cup"] * num_rows)[:num_rows]
-    encoded = tokenize_conversations(tokenizer, questions, answers, max_length)
+    tokens = ReferenceTokenizer(tokenizer)
+    conversations = [with_image_markers(conversation(IMAGE_PREFIX + q, a)) for q, a in zip(questions, answers)]
+    encoded = tokens.tokenize_conversations(conversations, max_length)
 
     size = config.sam_image_size
     images_sam = torch.zeros(len(image_sizes), 3, size, size)
@@ -75,5 +77,5 @@ def make_batch(model: KeySegModel, tokenizer, image_sizes=((40, 60), (70, 50)), 
         "masks": masks,
         "resize": resize,
         "original_size": list(image_sizes),
-        "keyword_ids": keyword_token_ids(tokenizer, keywords),
+        "keyword_ids": tokens.keyword_target_ids(keywords),
     }

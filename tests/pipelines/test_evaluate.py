@@ -85,12 +85,10 @@ def test_missing_predictions_are_listed_or_counted_as_empty(demo_shards, tmp_pat
 
 @pytest.fixture(scope="module")
 def tiny_model(demo_shards, tmp_path_factory):
-    from keyseg.data.conversation import ConversationConfig
-    from keyseg.model.tokens import SYSTEM_PROMPT
+    from keyseg.data.conversation import template_texts
     from keyseg.training.tokenizer import shard_texts
 
-    texts = [SYSTEM_PROMPT, "USER: ASSISTANT:", *ConversationConfig().phrase_questions,
-             *ConversationConfig().sentence_questions, "[SEG]. [KEY]."]
+    texts = template_texts()
     texts += shard_texts(sorted(demo_shards.rglob("*.tar")))
     # Claims to be trained on reasonseg:val, so the leakage guard must fire on it.
     return write_tiny_export(tmp_path_factory.mktemp("model") / "export", texts, ["reasonseg:val", "refcoco:train"])
@@ -109,6 +107,12 @@ def test_model_mode_matches_its_own_predictions_and_flags_leakage(demo_shards, t
     assert metrics["refcoco:val"]["keywords"]["judged"] == metrics["refcoco:val"]["count"]
     rows = [json.loads(line) for line in (out / "per_sample.jsonl").read_text().splitlines()]
     assert all(row["answer"] == "[SEG]. [KEY]." for row in rows)
+    assert_auditable(rows, tiny_model)
+    # refCOCO, LISA protocol: every sentence of every ref is one query
+    sentences = sum(len(target["texts"]) for _, target in refer_targets(demo_shards, "refcoco:val"))
+    refer_rows = [row for row in rows if row["split"] == "refcoco:val"]
+    assert len(refer_rows) == sentences == metrics["refcoco:val"]["count"]
+    assert all(" What is " in row["prompt"] and row["query"].lower() in row["prompt"] for row in refer_rows)
     # The written prediction PNGs, scored in --predictions mode, give the same numbers.
     again = CliRunner().invoke(app, ["evaluate", "--shards", str(demo_shards), "--split", "reasonseg:val",
                                      "--split", "refcoco:val", "--predictions", str(out / "predictions"),
@@ -118,6 +122,47 @@ def test_model_mode_matches_its_own_predictions_and_flags_leakage(demo_shards, t
     for split in ("reasonseg:val", "refcoco:val"):
         for name in ("count", "intersection", "union", "giou", "ciou"):
             assert rescored[split][name] == metrics[split][name]
+
+
+def refer_targets(shards, split):
+    index = json.loads((shards / "index.json").read_text())
+    for entry in index["splits"][split]["shards"]:
+        with open(shards / entry["path"], "rb") as handle:
+            for key, members in iter_samples(handle):
+                for target in json.loads(members["json"])["targets"]:
+                    yield key, target
+
+
+def assert_auditable(rows, model_dir):
+    """Each row's prompt, tokenised again, has [SEG]/[KEY] exactly at the recorded positions."""
+    from keyseg.model.pretrained import load_for_evaluation
+    from keyseg.model.tokens import ReferenceTokenizer
+
+    model, tokenizer, _ = load_for_evaluation(model_dir)
+    tokens = ReferenceTokenizer(tokenizer)
+    for row in rows:
+        ids = tokens.encode_with_image(row["prompt"])
+        assert [i for i, token in enumerate(ids) if token == model.config.seg_token_id] == row["seg_positions"]
+        assert [i for i, token in enumerate(ids) if token == model.config.key_token_id] == row["key_positions"]
+        assert len(row["seg_positions"]) == len(row["key_positions"]) == 1
+        assert row["state_offset"] == (model.config.clip_image_size // model.config.vision["patch_size"]) ** 2 - 2
+
+
+def test_release_protocol_asks_the_first_sentence_of_each_ref_bare(demo_shards, tiny_model, tmp_path):
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["evaluate", "--shards", str(demo_shards), "--split", "refcoco:val",
+                                      "--model", str(tiny_model), "--out", str(out), "--no-progress",
+                                      "--refer-protocol", "release"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "per_sample.jsonl").read_text().splitlines()]
+    targets = list(refer_targets(demo_shards, "refcoco:val"))
+    assert len(rows) == len(targets) and all(row["sentence"] == 0 for row in rows)
+    for row in rows:
+        assert f"USER: <im_start><image><im_end>\n{row['query'].strip().lower()} ASSISTANT: [SEG]. [KEY].</s>" in row["prompt"]
+    bad = CliRunner().invoke(app, ["evaluate", "--shards", str(demo_shards), "--split", "refcoco:val",
+                                   "--model", str(tiny_model), "--out", str(tmp_path / "bad"), "--no-progress",
+                                   "--refer-protocol", "nope"])
+    assert bad.exit_code == 2 and "--refer-protocol" in bad.output
 
 
 def test_two_processes_give_the_same_numbers_as_one(demo_shards, tiny_model, tmp_path):

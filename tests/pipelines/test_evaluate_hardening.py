@@ -26,12 +26,10 @@ RANK_DRIVER = REPO / "tests" / "helpers" / "evaluate_ranks.py"
 
 @pytest.fixture(scope="module")
 def tiny_model(demo_shards, tmp_path_factory):
-    from keyseg.data.conversation import ConversationConfig
-    from keyseg.model.tokens import SYSTEM_PROMPT
+    from keyseg.data.conversation import template_texts
     from keyseg.training.tokenizer import shard_texts
 
-    texts = [SYSTEM_PROMPT, "USER: ASSISTANT:", *ConversationConfig().phrase_questions,
-             *ConversationConfig().sentence_questions, "[SEG]. [KEY]."]
+    texts = template_texts()
     texts += shard_texts(sorted(demo_shards.rglob("*.tar")))
     return write_tiny_export(tmp_path_factory.mktemp("model") / "export", texts, ["refcoco:train"])
 

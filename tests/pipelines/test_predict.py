@@ -14,11 +14,9 @@ from tiny_export import write_tiny_export
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from keyseg.data.conversation import ConversationConfig
-    from keyseg.model.tokens import SYSTEM_PROMPT
+    from keyseg.data.conversation import template_texts
 
-    texts = [SYSTEM_PROMPT, "USER: ASSISTANT:", *ConversationConfig().phrase_questions,
-             *ConversationConfig().sentence_questions, "[SEG]. [KEY].", "the red square"]
+    texts = [*template_texts(), "the red square"]
     return write_tiny_export(tmp_path_factory.mktemp("model") / "export", texts, [])
 
 

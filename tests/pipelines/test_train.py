@@ -100,8 +100,8 @@ def test_export_then_reload_gives_identical_predictions(demo_shards, full_run, t
                                                        mode="eval"), batch_size=2)
     batch = next(iter(make_loader(pipeline)))
     with torch.no_grad():
-        a = reloaded(**model_inputs(batch, tokenizer, 96, "cpu", torch.float32), inference=True)["pred_masks"]
-        b = direct(**model_inputs(batch, tokenizer, 96, "cpu", torch.float32), inference=True)["pred_masks"]
+        a = reloaded(**model_inputs(batch, tokenizer, reloaded.config, 96, "cpu", torch.float32), inference=True)["pred_masks"]
+        b = direct(**model_inputs(batch, tokenizer, reloaded.config, 96, "cpu", torch.float32), inference=True)["pred_masks"]
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 

@@ -90,18 +90,27 @@ def test_eval_yields_every_sample_once_with_exact_masks(shard_set, workers):
     seen = []
     clip = ClipInput(32)
     for batch in loader:
-        assert batch["offsets"].tolist()[-1] == len(batch["questions"]) == len(batch["answers"])
+        assert batch["offsets"].tolist()[-1] == len(batch["questions"]) == len(batch["conversations"])
         assert batch["image_sam"].shape == (len(batch["keys"]), 3, 128, 128)
         for i, key in enumerate(batch["keys"]):
             sample, targets = samples[key], samples[key]["json"]["targets"]
+            refer = key.startswith("refcoco")
             start, end = batch["offsets"][i].item(), batch["offsets"][i + 1].item()
-            assert end - start == len(targets)  # eval: every target once
-            assert all(answer == "[SEG]. [KEY]." for answer in batch["answers"][start:end])
-            for question, target in zip(batch["questions"][start:end], targets):
-                text = target["texts"][0]
-                assert (text if target["is_sentence"] else text.lower()) in question
-            expected = torch.from_numpy(np.stack(sample["masks"]))
-            assert batch["masks"][i].dtype == torch.uint8 and torch.equal(batch["masks"][i], expected)
+            # eval: ReasonSeg asks its first text; refCOCO (lisa protocol) every sentence of every ref
+            expected = [(t, s) for t, target in enumerate(targets)
+                        for s in (range(len(target["texts"])) if refer else [0])]
+            assert list(zip(batch["target_indices"][start:end], batch["text_indices"][start:end])) == expected
+            for conversation, question, (t, s) in zip(batch["conversations"][start:end],
+                                                     batch["questions"][start:end], expected):
+                text = targets[t]["texts"][s]
+                if refer:
+                    assert question == f"<image>\n What is {text.lower()} in this image? Please output segmentation mask."
+                else:
+                    assert question == f"<image>\n {text} Please output segmentation mask."
+                assert conversation.endswith(" ASSISTANT: [SEG]. [KEY].</s>")
+                assert "USER: <im_start><image><im_end>\n" in conversation
+            expected_masks = torch.from_numpy(np.stack([sample["masks"][t] for t, _ in expected]))
+            assert batch["masks"][i].dtype == torch.uint8 and torch.equal(batch["masks"][i], expected_masks)
             rgb = decode_rgb(sample["jpg"])
             assert torch.equal(batch["image_sam"][i], sam_input(rgb, 128)[0])
             assert torch.equal(batch["image_clip"][i], clip(rgb))
@@ -116,7 +125,7 @@ def test_eval_decoding_is_deterministic(shard_set):
     decoder = SampleDecoder(SampleConfig(sam_size=128, clip_size=32, mode="eval"))
     sample = next(iter(samples.values()))
     first, second = decoder(raw_sample(sample)), decoder(raw_sample(sample), random.Random(5))
-    assert first["questions"] == second["questions"] and first["answers"] == second["answers"]
+    assert first["questions"] == second["questions"] and first["conversations"] == second["conversations"]
 
 
 # ---------------------------------------------------------------- train
@@ -136,47 +145,60 @@ def test_train_runs_exactly_batches_per_epoch(shard_set, workers, batches_per_ep
             targets = samples[key]["json"]["targets"]
             start, end = batch["offsets"][i].item(), batch["offsets"][i + 1].item()
             assert 1 <= end - start <= 3 and batch["masks"][i].shape[0] == end - start
-            for question, answer, text, keyword in zip(*(batch[name][start:end] for name in
-                                                         ("questions", "answers", "texts", "keywords"))):
+            for question, conversation, text, keyword in zip(*(batch[name][start:end] for name in
+                                                               ("questions", "conversations", "texts", "keywords"))):
                 assert any(text in t["texts"] for t in targets)
-                assert text.lower() in question.lower()
-                assert answer.count("[SEG]") == 1 and answer.endswith(f"[KEY] {keyword}")
+                assert text.lower() in question.lower() and question.startswith("<image>\n")
+                assert conversation.count("[SEG]") == 1 and conversation.endswith(f"[KEY] {keyword}</s>")
 
 
-def test_train_queries_follow_lisa_sampling():
+def test_train_queries_follow_the_reference_sampling():
     from loader_rank_worker import make_sample
 
     decoder = SampleDecoder(SampleConfig(sam_size=128, clip_size=32, num_queries=3))
-    reason = make_sample("reasonseg", "train", 3)  # one target, 4 texts
-    refer = make_sample("refcoco", "train", 5)
-    for seed in range(5):
+    reason = make_sample("reasonseg", "train", 3)  # one target, up to 4 texts
+    def sentences_of(sample):
+        return [(t, s) for t, target in enumerate(sample["json"]["targets"]) for s in range(len(target["texts"]))]
+
+    refer = next(sample for index in range(50) if len(sentences_of(sample := make_sample("refcoco", "train", index))) > 3)
+    sentences = sentences_of(refer)
+    seen_pairs = set()
+    for seed in range(20):
         out = decoder(raw_sample(reason), random.Random(seed))
         texts = reason["json"]["targets"][0]["texts"]
         assert len(out["texts"]) == min(3, len(texts)) and len(set(out["texts"])) == len(out["texts"])
         assert all(torch.equal(mask, torch.from_numpy(reason["masks"][0])) for mask in out["masks"])
         assert out["keywords"] == ["thing3"] * len(out["texts"])
+        assert all(c.endswith(" ASSISTANT: [SEG].[KEY] thing3</s>") for c in out["conversations"])
         out = decoder(raw_sample(refer), random.Random(seed))
-        assert len(set(out["target_indices"])) == len(out["target_indices"]) == min(3, len(refer["masks"]))
+        # refCOCO: distinct sentences drawn among all sentences of all refs; two may share a ref
+        pairs = list(zip(out["target_indices"], out["text_indices"]))
+        assert len(set(pairs)) == len(pairs) == min(3, len(sentences)) and set(pairs) <= set(sentences)
+        seen_pairs.add(tuple(sorted(pairs)))
         for index, mask, text, keyword in zip(out["target_indices"], out["masks"], out["texts"], out["keywords"]):
             assert torch.equal(mask, torch.from_numpy(refer["masks"][index]))
             assert text in refer["json"]["targets"][index]["texts"] and keyword == text
+    assert len(seen_pairs) > 1
 
 
-def test_explanatory_and_keyword_options():
+def test_reasonseg_choices_and_keyword_option():
     from loader_rank_worker import make_sample
 
-    sample = make_sample("reasonseg", "train", 2)  # even index: has an explanatory answer
+    sample = make_sample("reasonseg", "train", 2)  # has a keyword entry
+    texts = sample["json"]["targets"][0]["texts"]
     config = SampleConfig(sam_size=128, clip_size=32, conversation=ConversationConfig(explanatory=1.0))
     out = SampleDecoder(config)(raw_sample(sample), random.Random(0))
-    assert out["questions"][0].startswith("Which part 2 explains it?")
-    assert out["answers"][0].startswith("The part 2 does it.") and out["answers"][0].count("[SEG]") == 1
-    assert out["answers"][0].endswith("[KEY] thing2")
-    assert not any("Which part" in question for question in out["questions"][1:])
+    # explanatory 1.0 (the release's default): always the bare query text
+    assert all(q == f"<image>\n{t}" for q, t in zip(out["questions"], out["texts"])) and set(out["texts"]) <= set(texts)
+    config = SampleConfig(sam_size=128, clip_size=32, conversation=ConversationConfig(explanatory=0.0))
+    questions = {q for seed in range(30) for q in SampleDecoder(config)(raw_sample(sample), random.Random(seed))["questions"]}
+    assert any(q.endswith("Please output segmentation mask and explain why.") for q in questions)  # choice 1
+    assert any(q.endswith(" Please respond with segmentation mask.") for q in questions)  # choice 0, a template
     config = SampleConfig(sam_size=128, clip_size=32, conversation=ConversationConfig(use_keyword=False))
     out = SampleDecoder(config)(raw_sample(sample), random.Random(0))
-    assert not any("[KEY]" in answer for answer in out["answers"])
-    with pytest.raises(ValueError, match="exactly once"):
-        ConversationConfig(answers=("no token",))
+    assert not any("[KEY]" in conversation for conversation in out["conversations"])
+    with pytest.raises(ValueError, match="explanatory"):
+        ConversationConfig(explanatory=2.0)
 
 
 def test_train_is_reproducible_per_seed_and_epoch(shard_set):

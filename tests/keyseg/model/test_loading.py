@@ -259,18 +259,22 @@ def test_shape_mismatch_fails_loudly(tmp_path, source):
         from_lisa(path, build(2))
 
 
-def test_vocab_growth_copies_known_rows(tmp_path):
+def test_vocab_growth_copies_known_rows_and_keeps_the_new_rows(tmp_path):
     small = build(1, vocab=VOCAB - 1)  # LISA: 32004 rows; the model adds [KEY]
     path = tmp_path / "lisa.safetensors"
     save_file(to_lisa(small), str(path))
     target = build(2, vocab=VOCAB)
+    fresh_rows = {name: target.state_dict()[name][-1].clone()
+                  for name in ("llm.model.embed_tokens.weight", "llm.lm_head.weight")}
     report = from_lisa(path, target)
     assert len(report.resized) == 2 and any("embed_tokens" in r for r in report.resized)
-    assert all(f"{VOCAB - 1} rows, model {VOCAB}" in r for r in report.resized)
+    assert all(f"{VOCAB - 1} rows, model {VOCAB}" in r and "kept the model's values" in r for r in report.resized)
     for name in ("llm.model.embed_tokens.weight", "llm.lm_head.weight"):
         old, new = small.state_dict()[name], target.state_dict()[name]
         assert new.shape[0] == VOCAB and torch.equal(new[:-1], old)
-        assert torch.allclose(new[-1], old.mean(0))
+        # the [KEY] row keeps the values setup_tokenizer gave it (transformers 4.31's
+        # resize), not the mean of the checkpoint rows
+        assert torch.equal(new[-1], fresh_rows[name])
     # a bigger checkpoint vocab than the model's is an error, never a truncation
     with pytest.raises(CheckpointError, match="embed_tokens"):
         from_lisa(path, build(3, vocab=VOCAB - 2))
@@ -463,3 +467,190 @@ def test_from_parts_llava(tmp_path, layout):
 
     with pytest.raises(CheckpointError, match="mm_projector"):  # a linear projector cannot take it
         from_parts(build(3), llava=path)
+
+
+# ----------------------------------------------------------------------------- published layouts
+
+# The release's KeywordSegFusionModule (ha-erim/KeySeg model/KISA.py:68-88) with
+# text_dim = vision_dim = fusion_dim = 256 and hidden_dim = 256: every tensor and its shape.
+RELEASE_FUSION_SHAPES = {
+    **{f"{name}.{part}": shape for name in ("query_proj", "key_proj", "value_proj", "out_proj")
+       for part, shape in (("weight", (256, 256)), ("bias", (256,)))},
+    **{f"self_attn.{name}.{part}": shape for name in ("q_proj", "k_proj", "v_proj", "out_proj")
+       for part, shape in (("weight", (256, 256)), ("bias", (256,)))},
+    "norm1.weight": (256,), "norm1.bias": (256,), "norm2.weight": (256,), "norm2.bias": (256,),
+    "mlp.0.weight": (512, 256), "mlp.0.bias": (512,), "mlp.2.weight": (256, 512), "mlp.2.bias": (256,),
+}
+
+
+def release_checkpoint(model, keyseg: bool = True) -> dict:
+    """`LISAForCausalLM.save_pretrained` of the release (or of LISA-7B-v1 with keyseg=False).
+
+    transformers 4.31 keeps every layer's rotary `inv_freq` buffer; the vision tower is absent
+    (built with delay_load, ha-erim/KeySeg model/llava/model/llava_arch.py:34) and SAM's
+    pixel statistics are non-persistent buffers.
+    """
+    state = to_lisa(model, vision=False, keyseg=keyseg)
+    layers = model.config.llm["num_hidden_layers"]
+    state.update({f"model.layers.{i}.self_attn.rotary_emb.inv_freq": torch.arange(0, 8, dtype=torch.float32)
+                  for i in range(layers)})
+    return state
+
+
+def check_release_layout(state: dict, model, keyseg: bool = True) -> None:
+    """The key names and shapes the reference modules define, for the parts keyseg adds to LLaMA/SAM."""
+    hidden, vocab = model.config.llm["hidden_size"], model.config.llm["vocab_size"]
+    top_level = {k for k in state if not k.startswith("model.")}
+    expected_top = {"lm_head.weight"}
+    if keyseg:
+        expected_top |= {f"keyword_fusion.{k}" for k in RELEASE_FUSION_SHAPES}
+        expected_top |= {f"{m}.{p}" for m in ("keyword_text_proj", "embedding_table_proj") for p in ("weight", "bias")}
+    assert top_level == expected_top
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    assert shapes["lm_head.weight"] == shapes["model.embed_tokens.weight"] == (vocab, hidden)
+    assert shapes["model.text_hidden_fcs.0.0.weight"] == (hidden, hidden)
+    assert shapes["model.text_hidden_fcs.0.2.weight"] == (256, hidden)
+    assert shapes["model.mm_projector.weight"] == (hidden, model.config.vision["hidden_size"])
+    assert not any(k.startswith("model.vision_tower.") or k.endswith(("pixel_mean", "pixel_std")) for k in state)
+    if keyseg:
+        assert {k[len("keyword_fusion."):]: shapes[k] for k in shapes if k.startswith("keyword_fusion.")} \
+            == RELEASE_FUSION_SHAPES
+        assert shapes["embedding_table_proj.weight"] == shapes["keyword_text_proj.weight"] == (256, hidden)
+
+
+def save_sharded_bin(state: dict, folder, shards: int = 2):
+    """transformers 4.31's default `save_pretrained` output: pytorch_model-*.bin shards + index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = sorted(state)
+    weight_map = {}
+    for index in range(shards):
+        name = f"pytorch_model-{index + 1:05d}-of-{shards:05d}.bin"
+        torch.save({k: state[k] for k in keys[index::shards]}, folder / name)
+        weight_map.update({k: name for k in keys[index::shards]})
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder
+
+
+@pytest.mark.parametrize("files", ["bin_shards", "safetensors_shards"])
+@pytest.mark.parametrize("keyseg", [True, False], ids=["keyseg_release", "lisa_7b_v1"])
+def test_published_layouts_load_strictly(tmp_path, source, keyseg, files):
+    state = release_checkpoint(source, keyseg=keyseg)
+    check_release_layout(state, source, keyseg=keyseg)
+    save = save_sharded_bin if files == "bin_shards" else save_sharded
+    path = save(state, tmp_path / "release", shards=2)
+    clip = tmp_path / "clip"
+    source.vision_tower.save_pretrained(clip)
+    target = build(2)
+    report = from_lisa(path, target, vision=clip)
+    assert not report.unexpected and not report.shape_mismatches and not report.missing_required
+    assert sorted(report.dropped) == sorted(k for k in state if k.endswith("inv_freq"))
+    if keyseg:
+        assert not report.missing
+        assert_same_params(source, target)
+    else:  # LISA-7B-v1 has no KeySeg module: those start fresh, everything else is loaded
+        assert {k.split(".")[0] for k in report.missing} == set(p[:-1] for p in KEYSEG_PREFIXES)
+        for prefix in ("llm.", "sam.", "vision_tower.", "mm_projector.", "text_hidden_fcs."):
+            assert_same_params(source, target, prefix)
+
+
+def test_the_old_4x_fusion_mlp_does_not_load(tmp_path, source):
+    state = release_checkpoint(source)
+    state["keyword_fusion.mlp.0.weight"] = torch.zeros(1024, 256)
+    state["keyword_fusion.mlp.0.bias"] = torch.zeros(1024)
+    state["keyword_fusion.mlp.2.weight"] = torch.zeros(256, 1024)
+    path = tmp_path / "old.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError, match="3 shape mismatches"):
+        from_lisa(path, build(2), require_vision=False)
+
+
+def test_release_start_replaces_sam_and_keeps_text_hidden_fcs_fresh(tmp_path, source):
+    # ha-erim/KeySeg finetune.py:250-251: after LISA-7B-v1 is loaded, SAM is rebuilt from
+    # sam_vit_h_4b8939.pth and text_hidden_fcs is made anew.
+    lisa = tmp_path / "lisa.safetensors"
+    save_file(release_checkpoint(source, keyseg=False), str(lisa))
+    sam_source = build(7)
+    sam_path = tmp_path / "sam_vit_tiny.pth"
+    torch.save(original_sam_state(sam_source.sam), sam_path)
+    target = build(2)
+    fcs_before = plain(target.text_hidden_fcs.state_dict())
+    report = from_lisa(lisa, target, require_vision=False, sam=sam_path, fresh=["text_hidden_fcs"])
+    assert_same_params(sam_source, target, "sam.")
+    assert all(torch.equal(v, target.text_hidden_fcs.state_dict()[k]) for k, v in fcs_before.items())
+    assert_same_params(source, target, "llm.")
+    assert_same_params(source, target, "mm_projector.")
+    assert any("sam= replaces" in note for note in report.notes)
+    assert any("text_hidden_fcs.*" in note for note in report.notes)
+    with pytest.raises(CheckpointError, match="no module"):
+        from_lisa(lisa, build(3), require_vision=False, fresh=["text_fcs"])
+
+
+def test_release_lora_also_adapts_the_fusion_self_attention_and_merges(tmp_path, source):
+    from keyseg.model.params import apply_lora, apply_trainability, merge_lora
+
+    config = KeySegConfig.tiny(vocab_size=VOCAB, lora_r=4, lora_fusion=True, train_fusion=False,
+                               train_embedding_table_proj=False)
+    target = build(2, lora_r=4, lora_fusion=True, train_fusion=False, train_embedding_table_proj=False)
+    apply_trainability(target, config)
+    apply_lora(target, config)
+    trainable = {n for n, p in target.keyword_fusion.named_parameters() if p.requires_grad}
+    assert trainable == {f"self_attn.{m}.lora_{ab}.default.weight" for m in ("q_proj", "v_proj") for ab in "AB"}
+    assert not any(p.requires_grad for p in target.embedding_table_proj.parameters())
+    assert not any(p.requires_grad for p in target.keyword_text_proj.parameters())
+
+    path = tmp_path / "keyseg.safetensors"
+    save_file(release_checkpoint(source), str(path))
+    report = from_lisa(path, target, require_vision=False)
+    assert report.missing and all(".lora_" in k or k.startswith("vision_tower.") for k in report.missing)
+    assert torch.equal(target.keyword_fusion.self_attn.q_proj.base_layer.weight,
+                       source.keyword_fusion.self_attn.q_proj.weight)
+
+    with torch.no_grad():  # as if trained: adapters that change the output
+        for name, parameter in target.keyword_fusion.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.5)
+    seg, keys = torch.randn(3, 256), torch.randn(2, 256)
+    target.eval()  # no LoRA dropout
+    with torch.no_grad():
+        adapted = target.keyword_fusion(seg, keys)
+        merge_lora(target)
+        merged = target.keyword_fusion(seg, keys)
+    torch.testing.assert_close(merged, adapted, rtol=1e-5, atol=1e-5)
+    assert target.config.lora_r == 0
+    assert set(target.keyword_fusion.state_dict()) == set(source.keyword_fusion.state_dict())
+
+
+def test_new_token_rows_are_drawn_as_transformers_4_31_resizes():
+    from keyseg.training.tokenizer import word_level_tokenizer
+
+    tokenizer = word_level_tokenizer(["a chat between a curious human and an assistant"] * 2)
+    base = len(tokenizer)
+    torch.manual_seed(0)
+    model = KeySegModel(KeySegConfig.tiny(vocab_size=base))
+    before = {name: model.state_dict()[name].clone() for name in ("llm.model.embed_tokens.weight",
+                                                                  "llm.lm_head.weight")}
+    model.setup_tokenizer(tokenizer)
+    added = len(tokenizer) - base
+    assert added >= 2
+    std = model.llm.config.initializer_range
+    for name, old in before.items():
+        weight = model.state_dict()[name]
+        assert weight.shape[0] == base + added and torch.equal(weight[:base], old)
+        new = weight[base:]
+        # N(0, initializer_range): not the mean row of transformers 5, not copies of each other
+        assert 0.5 * std < new.std().item() < 1.5 * std and abs(new.mean().item()) < std
+        assert not torch.allclose(new[0], new[1]) and not torch.allclose(new[0], old.mean(0), atol=std / 4)
+
+
+def test_new_module_init_normal_is_transformers_init_weights():
+    from keyseg.training.tokenizer import word_level_tokenizer
+
+    tokenizer = word_level_tokenizer(["a few words"])
+    torch.manual_seed(0)
+    model = KeySegModel.from_config(KeySegConfig.tiny(vocab_size=len(tokenizer), new_module_init="normal"), tokenizer)
+    std = model.llm.config.initializer_range
+    for module in (model.keyword_fusion, model.embedding_table_proj, model.keyword_text_proj):
+        for layer in (m for m in module.modules() if isinstance(m, torch.nn.Linear)):
+            assert torch.count_nonzero(layer.bias) == 0
+            assert 0.8 * std < layer.weight.std().item() < 1.2 * std
+    assert torch.equal(model.keyword_fusion.norm1.weight, torch.ones(256))

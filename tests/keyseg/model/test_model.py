@@ -8,8 +8,9 @@ import pytest
 import torch
 from tiny_keyseg import build_tiny_model, make_batch, make_tiny_tokenizer
 
-from keyseg.model import (EVAL_ANSWER, IGNORE_INDEX, KeySegConfig, KeySegModel, add_special_tokens, apply_lora,
-                          keyword_token_ids, parameter_table, print_parameter_table, tokenize_conversations)
+from keyseg.data.conversation import ConversationConfig, eval_query
+from keyseg.model import (IGNORE_INDEX, IMAGE_TOKEN_INDEX, KeySegConfig, KeySegModel, ReferenceTokenizer,
+                          add_special_tokens, apply_lora, parameter_table, print_parameter_table)
 from keyseg.model.tokens import SPECIAL_TOKENS
 
 
@@ -56,7 +57,8 @@ def test_forward_shapes_and_losses(tiny):
 
 def test_inference_needs_no_labels_or_masks(tiny):
     model, tokenizer = tiny
-    encoded = tokenize_conversations(tokenizer, ["Please segment the dog."] * 2, [EVAL_ANSWER] * 2, 128)
+    conversation = eval_query("the dog", False, ConversationConfig()).conversation
+    encoded = ReferenceTokenizer(tokenizer).tokenize_conversations([conversation] * 2, 128)
     batch = make_batch(model, tokenizer, image_sizes=((33, 90),), rows_per_image=(2,))
     with torch.no_grad():
         out = model(batch["images_sam"], batch["images_clip"], encoded["input_ids"], encoded["attention_mask"],
@@ -96,11 +98,11 @@ def test_image_features_are_spliced_at_the_image_token(tiny):
         handle.remove()
 
     input_ids, patches = batch["input_ids"], num_patches(model)
-    column = (input_ids[0] == model.config.image_token_id).nonzero().item()
+    column = (input_ids[0] == IMAGE_TOKEN_INDEX).nonzero().item()
     with torch.no_grad():
         clip = model.vision_tower(batch["images_clip"], output_hidden_states=True).hidden_states[-2][:, 1:]
         features = model.mm_projector(clip)  # (B, P, h)
-        token_embeds = model.llm.get_input_embeddings()(input_ids)
+        token_embeds = model.llm.get_input_embeddings()(input_ids.clamp(min=0))
     embeds = captured["inputs_embeds"]
     assert embeds.shape[1] == input_ids.shape[1] - 1 + patches
     for row, image in enumerate([0, 0, 1]):
@@ -122,7 +124,7 @@ def test_splice_rejects_rows_without_exactly_one_image_token(tiny):
     model, tokenizer = tiny
     batch = make_batch(model, tokenizer)
     input_ids = batch["input_ids"].clone()
-    input_ids[0, input_ids[0] == model.config.image_token_id] = tokenizer.unk_token_id
+    input_ids[0, input_ids[0] == IMAGE_TOKEN_INDEX] = tokenizer.unk_token_id
     with pytest.raises(ValueError, match="exactly one <image>"):
         model.splice_image_features(input_ids, batch["attention_mask"], None, torch.zeros(3, 16, 64))
 
@@ -160,15 +162,19 @@ def test_fusion_none_keeps_seg_embeddings_and_keyseg_changes_them():
     assert not torch.allclose(torch.cat(fused["prompt_embeddings"]), fused["seg_embeddings"])
 
 
-def test_images_without_a_keyword_skip_fusion(tiny):
+def test_images_without_a_keyword_get_the_release_output(tiny):
+    # The release fuses an image with no [KEY] too: attention over no key gives a zero
+    # context, so its prompts are what the fusion makes of that (docs/fidelity.md F4).
     model, tokenizer = tiny
     answers = ["Sure, it is [SEG]. [KEY] car", "[SEG].", "it is [SEG]."]
     batch = make_batch(model, tokenizer, rows_per_image=(2, 1), answers=answers)
     with torch.no_grad():
         out = model(**batch, inference=True)
+        expected = model.keyword_fusion(out["seg_embeddings"][2:], out["key_embeddings"][:0])
     assert out["key_rows"].tolist() == [0]
     assert not torch.allclose(out["prompt_embeddings"][0], out["seg_embeddings"][:2])
-    torch.testing.assert_close(out["prompt_embeddings"][1], out["seg_embeddings"][2:])
+    torch.testing.assert_close(out["prompt_embeddings"][1], expected)
+    assert not torch.allclose(out["prompt_embeddings"][1], out["seg_embeddings"][2:])
 
 
 def test_keyseg_prompts_depend_on_the_keyword(tiny):
@@ -183,6 +189,27 @@ def test_keyseg_prompts_depend_on_the_keyword(tiny):
     # Same [SEG] context, different [KEY] embedding -> different prompts.
     torch.testing.assert_close(outputs[0]["seg_embeddings"], outputs[1]["seg_embeddings"])
     assert not torch.allclose(outputs[0]["prompt_embeddings"][0], outputs[1]["prompt_embeddings"][0])
+
+
+def test_in_inference_a_query_never_depends_on_its_batch_neighbours(tiny):
+    # Three queries about one image: run together, each is fused with its own [KEY] only,
+    # so its mask equals the mask it gets when asked alone.
+    model, tokenizer = tiny
+    answers = ["Sure, it is [SEG]. [KEY] car", "[SEG]. [KEY] dog", "it is [SEG]. [KEY] cup"]
+    questions = ["What is the red car?", "Where can I sit?", "Which object holds water?"]
+    batch = make_batch(model, tokenizer, image_sizes=((40, 60),), rows_per_image=(3,), answers=answers,
+                       questions=questions)
+    with torch.no_grad():
+        together = model(**batch, inference=True)["pred_masks"][0]
+        for row in range(3):
+            alone_batch = dict(batch, offsets=torch.tensor([0, 1]), masks=[batch["masks"][0][row:row + 1]],
+                               keyword_ids=batch["keyword_ids"][row:row + 1],
+                               **{name: batch[name][row:row + 1] for name in ("input_ids", "attention_mask", "labels")})
+            alone = model(**alone_batch, inference=True)["pred_masks"][0]
+            torch.testing.assert_close(together[row:row + 1], alone, atol=1e-5, rtol=1e-5)
+        # Training keeps the release's grouping: every [SEG] of an image meets all its [KEY]s.
+        grouped = model(**batch, inference=True, fusion_by_row=False)["pred_masks"][0]
+    assert not torch.allclose(grouped, together, atol=1e-4)
 
 
 def test_residual_fusion_runs_end_to_end():
@@ -320,48 +347,35 @@ def test_from_config_does_not_modify_the_given_config():
     assert model.config.llm["vocab_size"] == len(tokenizer) == before["llm"]["vocab_size"] + len(SPECIAL_TOKENS)
 
 
-def test_labels_supervise_only_the_answer_and_eos():
+def test_labels_follow_the_reference_arithmetic():
+    # The reference ignores position 0 and len(encode("... ASSISTANT: ")) - 2 instruction
+    # tokens after it; the rest up to </s> is supervised. A word-level tokenizer (no <s>, no
+    # token for the space after "ASSISTANT:") leaves the ":" supervised too, as the
+    # reference's formula would with it; the golden tests pin the LLaMA case exactly.
     tokenizer = make_tiny_tokenizer()
     add_special_tokens(tokenizer)
-    assert tokenizer("</s>", add_special_tokens=False)["input_ids"] == [tokenizer.eos_token_id]
-    answers = ["Sure, it is [SEG]. [KEY] car", "[SEG]."]
-    encoded = tokenize_conversations(tokenizer, ["What is the red car?", "Where can I sit?"], answers, 128)
+    tokens = ReferenceTokenizer(tokenizer)
+    conversations = ["A chat USER: <im_start><image><im_end>\nWhat is the red car? ASSISTANT: Sure, it is [SEG].[KEY] car</s>",
+                     "A chat USER: <im_start><image><im_end>\nWhere can I sit? ASSISTANT: [SEG].</s>"]
+    encoded = tokens.tokenize_conversations(conversations, 128)
     input_ids, labels, attention = encoded["input_ids"], encoded["labels"], encoded["attention_mask"]
-    for row, answer in enumerate(answers):
+    for row, answer in enumerate(["Sure, it is [SEG].[KEY] car</s>", "[SEG].</s>"]):
         supervised = labels[row][labels[row] != IGNORE_INDEX]
-        expected = tokenizer(answer + "</s>", add_special_tokens=False)["input_ids"]
-        assert supervised.tolist() == expected
-        # The supervised tokens are the last real tokens of the row (right padding after them).
+        assert supervised.tolist() == tokens.encode(": " + answer, add_bos=False)
         length = int(attention[row].sum())
         assert input_ids[row, length - 1].item() == tokenizer.eos_token_id
-        assert (labels[row, length - len(expected):length] == input_ids[row, length - len(expected):length]).all()
     assert attention[1, -1] == 0 and labels[1, -1] == IGNORE_INDEX  # the shorter row is padded on the right
-    assert (input_ids == tokenizer.convert_tokens_to_ids("<image>")).sum(1).tolist() == [1, 1]
+    assert (input_ids == IMAGE_TOKEN_INDEX).sum(1).tolist() == [1, 1]
+    assert "<image>" not in tokenizer.get_vocab()
+    cut = tokens.tokenize_conversations(conversations, 10)
+    assert cut["input_ids"].shape == (2, 10) and torch.equal(cut["input_ids"], input_ids[:, :10])
 
 
-def test_labels_with_a_sentencepiece_style_tokenizer():
-    # Metaspace pieces ("▁car") carry the preceding space: the label rule must still
-    # supervise exactly the answer tokens and the eos.
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    core = Tokenizer(models.BPE(unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Metaspace()
-    texts = ["A chat between a curious human. USER: What is the red car? ASSISTANT: Sure, it is the car."] * 3
-    core.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "</s>"]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="</s>")
-    add_special_tokens(tokenizer)
-    encoded = tokenize_conversations(tokenizer, ["What is the red car?"], ["Sure, it is [SEG]."], 256)
-    supervised = encoded["labels"][0][encoded["labels"][0] != IGNORE_INDEX].tolist()
-    tokens = tokenizer.convert_ids_to_tokens(supervised)
-    assert "".join(tokens).replace("\u2581", "") == "Sure,itis[SEG].</s>"
-    assert tokens[0].startswith("\u2581")  # "▁Sure": the piece that carries the space after "ASSISTANT:"
-
-
-def test_keyword_token_ids_take_the_first_sub_token():
+def test_keyword_target_ids_take_the_first_sub_token():
     tokenizer = make_tiny_tokenizer()
-    ids = keyword_token_ids(tokenizer, ["car", None, "", "red car"])
-    assert ids.tolist() == [tokenizer.convert_tokens_to_ids("car"), IGNORE_INDEX, IGNORE_INDEX,
+    add_special_tokens(tokenizer)
+    ids = ReferenceTokenizer(tokenizer).keyword_target_ids(["car", None, "", "red car"])
+    assert ids.tolist() == [tokenizer.convert_tokens_to_ids("car"), IGNORE_INDEX, tokenizer.pad_token_id,
                             tokenizer.convert_tokens_to_ids("red")]
     assert ids.dtype == torch.long
 
@@ -376,7 +390,7 @@ def test_state_dict_layout_matches_the_published_names(tiny):
                 "llm.model.embed_tokens.weight", "sam.mask_decoder.iou_token.weight",
                 "sam.prompt_encoder.no_mask_embed.weight", "vision_tower.post_layernorm.weight"):
         assert key in keys, key
-    assert model.keyword_fusion.mlp[0].out_features == 4 * 256
+    assert model.keyword_fusion.mlp[0].out_features == 2 * 256  # the release: 256 -> 512 -> 256
     assert model.sam.mask_decoder.config.layer_norm_eps == 1e-5
 
     mlp_model, _ = build_tiny_model(projector="mlp2x_gelu")

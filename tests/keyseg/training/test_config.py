@@ -1,4 +1,6 @@
-"""Dotted overrides: YAML scalars coerced to the field's type, for optim.* and model.* alike."""
+"""Dotted overrides (YAML scalars coerced to the field's type), validation, and the 7B presets."""
+
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +57,72 @@ def test_a_broken_config_file_is_named_with_the_reason(tmp_path, text, reason):
 def test_a_broken_override_is_named():
     with pytest.raises(ConfigError, match="override 'optim.lr=\\[1'"):
         load_train_config("tiny", ["optim.lr=[1"])
+
+
+# ----------------------------------------------------------------------------- 7B presets
+
+RELEASE_TRAINABLE = 288_275_940
+"""What ha-erim/KeySeg finetune.py trains at vocabulary 32005: embed_tokens + lm_head
+(2 x 32005 x 4096), SAM's mask decoder (4,058,340), text_hidden_fcs (17,830,144), LoRA r 8 on
+the LM's q/v (4,194,304) and on the fusion's self-attention q/v (8,192)."""
+
+
+def test_release_count_is_the_sum_of_what_the_release_trains():
+    assert 2 * 32005 * 4096 + 4_058_340 + (4096 * 4096 + 4096 + 4096 * 256 + 256) \
+        + 32 * 2 * 8 * (4096 + 4096) + 2 * 8 * (256 + 256) == RELEASE_TRAINABLE
+
+
+@pytest.mark.parametrize("preset, trainable", [("keyseg-7b-release", RELEASE_TRAINABLE), ("keyseg-7b", 290_106_852)])
+def test_dry_run_of_the_7b_presets_prints_the_trainable_count(preset, trainable):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["train", "--config", preset, "--dry-run"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert f"trainable parameters: {trainable:,} (vocabulary 32,005)" in result.output
+    fusion_lora = [line for line in result.output.splitlines() if "keyword_fusion (LoRA)" in line]
+    assert bool(fusion_lora) == (preset == "keyseg-7b-release")
+    if fusion_lora:
+        assert "8,192" in fusion_lora[0]
+
+
+def _flatten(document: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def test_the_presets_differ_exactly_where_docs_presets_md_says():
+    release = _flatten(load_train_config("keyseg-7b-release").to_dict())
+    paper = _flatten(load_train_config("keyseg-7b").to_dict())
+    differing = {key for key in release.keys() | paper.keys() if release.get(key) != paper.get(key)}
+    # init.sam is a local path the user gives (null in both files); the release needs it
+    assert differing == {"model.lora_fusion", "model.train_fusion", "model.train_embedding_table_proj",
+                         "init.fresh"}
+    differing.add("init.sam")
+    assert release["init.fresh"] == ["text_hidden_fcs"] and release["model.lora_fusion"] is True
+    # the release's defaults (ha-erim/KeySeg finetune.py:87-142, 156)
+    for key, value in {"model.ce_weight": 1e-4, "model.dice_weight": 0.5, "model.bce_weight": 2.0,
+                       "model.key_weight": 1.0, "model.gradient_checkpointing": True, "optim.lr": 3e-4,
+                       "optim.betas": [0.9, 0.95], "optim.epochs": 20, "optim.steps_per_epoch": 200,
+                       "optim.micro_batch": 2, "optim.grad_accum": 10, "optim.warmup_steps": 100,
+                       "data.explanatory": 1.0, "data.max_length": 512, "data.num_queries": 3,
+                       "model.new_module_init": "normal", "precision": "bf16"}.items():
+        assert release[key] == value, key
+    weights = {item["split"]: item["weight"] for item in release["data.train"]}
+    assert weights == {"refcoco:train": 3.0, "refcoco+:train": 3.0, "refcocog:train": 3.0, "reasonseg:train": 3.0}
+    documented = (Path(__file__).parents[3] / "docs" / "presets.md").read_text()
+    for key in differing:
+        assert f"`{key}`" in documented, key
+
+
+def test_init_fresh_names_known_modules():
+    with pytest.raises(ConfigError, match="init.fresh"):
+        load_train_config("keyseg-7b-release", ["init.fresh=[text_fcs]"])
+    assert load_train_config("keyseg-7b", ["init.fresh=[text_hidden_fcs, keyword_fusion]"]).init.fresh == [
+        "text_hidden_fcs", "keyword_fusion"]
