@@ -84,9 +84,11 @@ bench: setup
 	$(BIN)/python benchmarks/bench_keywords.py
 	$(BIN)/python benchmarks/bench_loader.py
 
-# ---- the KeySeg recipe on real data and weights (GPU machines). `make reproduce-check`
-# validates every path first: DATA_DIR with reason_seg/ and refer_seg/ (reference layouts),
-# LISA_CKPT (LISA-7B-v1 folder), CLIP_DIR (clip-vit-large-patch14), optional SAM_CKPT,
+# ---- the KeySeg recipe on real data and weights (GPU machines). PRESET keyseg-7b-release
+# (default) is the release's training run, keyseg-7b the paper's method (docs/presets.md).
+# `make reproduce-check` validates every path first: DATA_DIR with reason_seg/ and
+# refer_seg/ (reference layouts), LISA_CKPT (LISA-7B-v1 folder), CLIP_DIR
+# (clip-vit-large-patch14), SAM_CKPT (sam_vit_h_4b8939.pth: required by keyseg-7b-release),
 # LLM_BASE_URL + LLM_MODEL (keyword mining: both or neither; with neither, the published
 # keyword_outputs.json is validated).
 DATA_DIR     ?=
@@ -96,12 +98,13 @@ SAM_CKPT     ?=
 LLM_BASE_URL ?=
 LLM_MODEL    ?=
 GPUS         ?= 8
+PRESET       ?= keyseg-7b-release
 REPRO_DIR    ?= runs/reproduce
 REPRO_SHARDS ?= shards/keyseg
 REPRO_KEYWORDS := $(REPRO_DIR)/keyword_outputs.json
 
 reproduce-check: setup
-	$(BIN)/python -m pipelines.reproduce_check "$(DATA_DIR)" "$(LISA_CKPT)" "$(CLIP_DIR)" "$(SAM_CKPT)" "$(GPUS)" "$(LLM_BASE_URL)" "$(LLM_MODEL)"
+	$(BIN)/python -m pipelines.reproduce_check "$(DATA_DIR)" "$(LISA_CKPT)" "$(CLIP_DIR)" "$(SAM_CKPT)" "$(GPUS)" "$(LLM_BASE_URL)" "$(LLM_MODEL)" "$(PRESET)"
 
 reproduce: reproduce-check
 	$(BIN)/keyseg prepare --data-dir $(DATA_DIR) --out $(REPRO_DIR)/prepared
@@ -114,7 +117,7 @@ else
 endif
 	$(BIN)/keyseg shard --prepared $(REPRO_DIR)/prepared --out $(REPRO_SHARDS) --keywords $(REPRO_KEYWORDS)
 	$(BIN)/keyseg shards verify $(REPRO_SHARDS)
-	$(BIN)/keyseg train --config keyseg-7b --shards $(REPRO_SHARDS) --out $(REPRO_DIR)/train --gpus $(GPUS) \
+	$(BIN)/keyseg train --config $(PRESET) --shards $(REPRO_SHARDS) --out $(REPRO_DIR)/train --gpus $(GPUS) \
 		--resume auto init.lisa=$(LISA_CKPT) init.vision=$(CLIP_DIR) $(if $(SAM_CKPT),init.sam=$(SAM_CKPT),)
 	$(BIN)/keyseg evaluate --shards $(REPRO_SHARDS) --split reasonseg:val --split reasonseg:test \
 		--split refcoco:val --split refcoco:testA --split refcoco:testB --split refcoco+:val \

@@ -56,7 +56,6 @@ class EvaluateConfig:
     missing_as_empty: bool = False  # --predictions: a missing PNG counts as an empty mask
     generate: bool = False  # free generation instead of the teacher-forced answer
     batch_size: int = 4
-    max_length: int = 512
     visualize: int = 0  # K worst and K best in the gallery
     show_progress: bool = True
     allow_skips: bool = False  # exit 0 even when samples could not be scored
@@ -162,7 +161,7 @@ def _model_part(config: EvaluateConfig, split_name: str, paths: list[Path], mode
         bad_keys = [key for key in batch["keys"] if not is_plain_name(key)]
         part.skips.add(len(bad_keys), [{"shard": None, "key": key, "reason": "bad key: not a plain file name"}
                                        for key in bad_keys])
-        for row, prediction in enumerate(predict_batch(model, tokenizer, batch, config.max_length,
+        for row, prediction in enumerate(predict_batch(model, tokenizer, batch,
                                                        generate=config.generate)):
             key = batch["keys"][prediction.image_index]
             if key in bad_keys:

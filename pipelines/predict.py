@@ -38,7 +38,6 @@ class PredictConfig:
     query: str | None = None
     batch: Path | None = None  # JSONL of {"image": path, "query": str, "id": optional}
     generate: bool = True  # free generation (else the teacher-forced "[SEG]. [KEY].")
-    max_length: int = 512
 
 
 @dataclass
@@ -151,7 +150,7 @@ def run(config: PredictConfig, console: Console | None = None) -> PredictResult:
                  "conversations": [query.conversation], "keywords": [None], "offsets": torch.tensor([0, 1]),
                  "masks": [torch.zeros((1, height, width), dtype=torch.uint8)], "resize": [resize],
                  "original_size": [(height, width)]}
-        (prediction,) = predict_batch(model, tokenizer, batch, config.max_length, generate=config.generate)
+        (prediction,) = predict_batch(model, tokenizer, batch, generate=config.generate)
         mask = prediction.mask.numpy()
         # The id is a plain file name (checked or built above): these stay inside OUT.
         mask_path = out / f"{request['id']}_mask.png"

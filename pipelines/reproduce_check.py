@@ -1,6 +1,6 @@
 """`make reproduce-check`: every path and prerequisite of `make reproduce`, checked up front.
 
-    python -m pipelines.reproduce_check DATA_DIR LISA_CKPT CLIP_DIR SAM_CKPT GPUS [LLM_BASE_URL LLM_MODEL]
+    python -m pipelines.reproduce_check DATA_DIR LISA_CKPT CLIP_DIR SAM_CKPT GPUS [LLM_BASE_URL LLM_MODEL [PRESET]]
 
 Prints one line per check and exits 1 when a required one fails, in seconds rather than
 after an hour of preparing data.
@@ -26,10 +26,11 @@ class ReproduceCheckConfig:
     data_dir: str
     lisa_ckpt: str
     clip_dir: str
-    sam_ckpt: str = ""  # optional: LISA checkpoints carry SAM
+    sam_ckpt: str = ""  # keyseg-7b-release rebuilds SAM from it; keyseg-7b keeps LISA's
     gpus: int = 1
     llm_base_url: str = ""
     llm_model: str = ""
+    preset: str = "keyseg-7b-release"
 
 
 def _has_weights(path: Path) -> bool:
@@ -77,8 +78,10 @@ def checks(config: ReproduceCheckConfig) -> list[tuple[str, bool, bool, str]]:
     ok, detail = _files_present(clip, ("config.json",))
     results.append(("CLIP_DIR (clip-vit-large-patch14)", ok and _has_weights(clip), True,
                     detail if clip else f"{clip_text}: {detail} and weights"))
-    if config.sam_ckpt:
-        results.append(("SAM_CKPT", _has_weights(Path(config.sam_ckpt)), True, config.sam_ckpt))
+    sam, sam_text = _given(config.sam_ckpt, "SAM_CKPT")
+    if sam or config.preset == "keyseg-7b-release":
+        results.append(("SAM_CKPT (sam_vit_h_4b8939.pth)", bool(sam and _has_weights(sam)), True,
+                        sam_text if sam else f"{sam_text}: {config.preset} rebuilds SAM from sam_vit_h_4b8939.pth"))
     results += _keyword_checks(config, reason)
     try:
         import torch
@@ -124,8 +127,8 @@ def run(config: ReproduceCheckConfig, console: Console | None = None) -> bool:
 
 
 if __name__ == "__main__":
-    arguments = sys.argv[1:] + [""] * 7
+    arguments = sys.argv[1:] + [""] * 8
     config = ReproduceCheckConfig(data_dir=arguments[0], lisa_ckpt=arguments[1], clip_dir=arguments[2],
                                   sam_ckpt=arguments[3], gpus=int(arguments[4] or 1), llm_base_url=arguments[5],
-                                  llm_model=arguments[6])
+                                  llm_model=arguments[6], preset=arguments[7] or "keyseg-7b-release")
     sys.exit(0 if run(config) else 1)

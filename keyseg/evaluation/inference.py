@@ -18,7 +18,7 @@ import torch
 
 from keyseg.data.conversation import EVAL_ANSWER, conversation, generation_prompt, with_image_markers
 from keyseg.model.tokens import KEY_TOKEN, SEG_TOKEN, as_reference_tokenizer
-from keyseg.training.batches import image_patches, text_token_limit
+from keyseg.training.batches import image_patches
 
 
 @dataclass
@@ -89,7 +89,7 @@ def answer_of(conversation_text: str) -> str:
 
 
 @torch.no_grad()
-def predict_batch(model, tokenizer, batch: dict, max_length: int = 512, generate: bool = False,
+def predict_batch(model, tokenizer, batch: dict, generate: bool = False,
                   decode_keywords: bool = True, max_new_tokens: int = 32) -> list[RowPrediction]:
     """One RowPrediction per query row of an eval-mode loader batch.
 
@@ -105,7 +105,6 @@ def predict_batch(model, tokenizer, batch: dict, max_length: int = 512, generate
     images_clip = batch["image_clip"].to(device=device, dtype=dtype)
     clip_features = [model.encode_images_clip(images_clip[i:i + 1]) for i in range(len(images_clip))]
     sam_embeddings = [model.encode_images_sam(images_sam[i:i + 1]) for i in range(len(images_sam))]
-    limit = text_token_limit(model.config, max_length)
     state_offset = image_patches(model.config) - 2  # P patches replace 1 placeholder; the state before
     predictions = []
     for row, (image, row_index) in enumerate(rows):
@@ -117,7 +116,9 @@ def predict_batch(model, tokenizer, batch: dict, max_length: int = 512, generate
             has_seg = SEG_TOKEN in answer
             # A row without [SEG] gets an empty mask; the model still needs one [SEG] to run it.
             text = with_image_markers(conversation(question, answer if has_seg else f"{answer} {SEG_TOKEN}."))
-        encoded = tokens.tokenize_conversations([text], limit)
+        # Not cut: LISA's evaluation keeps the whole query (the release's evaluation cuts
+        # at 512 - 255 and then fails on a query that lost its [SEG]; docs/fidelity.md).
+        encoded = tokens.tokenize_conversations([text], None)
         input_ids = encoded["input_ids"].to(device)
         outputs = model(images_sam[image:image + 1], images_clip[image:image + 1], input_ids,
                         encoded["attention_mask"].to(device), resize=[batch["resize"][image]],

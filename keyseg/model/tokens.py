@@ -159,13 +159,14 @@ class ReferenceTokenizer:
                              "(the reference would stop on this conversation)")
         return labels
 
-    def tokenize_conversations(self, conversations: Sequence[str], text_limit: int) -> dict[str, torch.Tensor]:
+    def tokenize_conversations(self, conversations: Sequence[str], text_limit: int | None) -> dict[str, torch.Tensor]:
         """input_ids, attention_mask and labels (R, T) for full conversation strings.
 
         Rows are right-padded with the pad id; the attention mask is `input_ids != pad`, as in
         the reference (so an unk token inside a LLaMA text is masked too: pad is unk there).
         When the padded width exceeds `text_limit` every row is cut to it (the reference's
-        `model_max_length - 255`: the token budget left after the image's extra positions).
+        `model_max_length - 255`: the token budget left after the image's extra positions);
+        None cuts nothing.
         """
         if not conversations:
             raise ValueError("no conversations to tokenize")
@@ -177,7 +178,7 @@ class ReferenceTokenizer:
         for index, (ids, label) in enumerate(zip(rows, labels)):
             input_ids[index, :len(ids)] = torch.tensor(ids)
             targets[index, :len(label)] = torch.tensor(label)
-        if width > text_limit:
+        if text_limit is not None and width > text_limit:
             input_ids, targets = input_ids[:, :text_limit], targets[:, :text_limit]
         return {"input_ids": input_ids, "attention_mask": (input_ids != self.pad_id).long(), "labels": targets}
 

@@ -27,9 +27,14 @@ class DataConfig:
                                                  {"split": "reasonseg:train", "weight": 3.0}])  # SOURCE:SPLIT + weight
     val: str | None = "reasonseg:val"  # validated every epoch; None: no validation
     num_queries: int = 3  # queries per image
-    explanatory: float = 0.1  # probability of the explanatory answer for ReasonSeg train
+    # ReasonSeg train, images with a keyword entry: probability of asking the bare query text
+    # (the release's choice 2; its default 1.0); otherwise a template or the query plus an
+    # explanatory request, half and half (docs/fidelity.md C4).
+    explanatory: float = 0.1
     workers: int = 2  # loader processes per rank
-    max_length: int = 512  # tokens per conversation (after the image placeholder)
+    # The reference's model_max_length: text is cut at max_length - (CLIP patches - 1), i.e.
+    # 512 - 255, the positions left once the image's patches replace their placeholder.
+    max_length: int = 512
     val_batch_size: int = 1
 
 

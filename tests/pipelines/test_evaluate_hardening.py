@@ -35,7 +35,8 @@ def tiny_model(demo_shards, tmp_path_factory):
 
 
 def perfect_predictions(shards: Path, split: str, folder: Path) -> int:
-    """A PNG per target equal to its ground truth; returns how many."""
+    """A PNG per evaluated query equal to its ground truth (refCOCO: one per sentence, the
+    lisa protocol); returns how many."""
     folder.mkdir(parents=True, exist_ok=True)
     written = 0
     for path in shard_files(shards, split):
@@ -43,8 +44,11 @@ def perfect_predictions(shards: Path, split: str, folder: Path) -> int:
             for key, members in iter_samples(handle):
                 for number, target in enumerate(json.loads(members["json"])["targets"]):
                     truth = decode_mask(target["mask"])
-                    cv2.imwrite(str(folder / f"{key}_{number}.png"), (truth == 1).astype(np.uint8) * 255)
-                    written += 1
+                    names = ([f"{key}_{number}_{s}" for s in range(len(target["texts"]))]
+                             if split.startswith("refcoco") else [f"{key}_{number}"])
+                    for name in names:
+                        cv2.imwrite(str(folder / f"{name}.png"), (truth == 1).astype(np.uint8) * 255)
+                        written += 1
     return written
 
 
@@ -198,4 +202,4 @@ def test_two_processes_score_each_sample_once_and_tear_down_cleanly(demo_shards,
                 assert metrics[split][name] == expected[split][name], (run, split, name)
         lines = (tmp_path / "two" / str(run) / "per_sample.jsonl").read_text().splitlines()
         rows = [json.loads(line) for line in lines]
-        assert len({(row["split"], row["id"], row["target"]) for row in rows}) == len(rows)
+        assert len({(row["split"], row["id"], row["target"], row["sentence"]) for row in rows}) == len(rows)

@@ -51,3 +51,15 @@ def test_a_data_dir_missing_the_published_keywords_is_caught(tmp_path):
     (reason / "explanatory_key" / "keyword_outputs.json").write_text("[]")
     found = {what: ok for what, ok, _, _ in checks(ReproduceCheckConfig(str(tmp_path), "", ""))}
     assert found["published keyword file (no LLM set)"]
+
+
+def test_the_release_preset_needs_the_sam_checkpoint_it_rebuilds_sam_from(tmp_path):
+    found = {what: (ok, required, detail) for what, ok, required, detail
+             in checks(ReproduceCheckConfig("", "", ""))}
+    ok, required, detail = found["SAM_CKPT (sam_vit_h_4b8939.pth)"]
+    assert not ok and required and "SAM_CKPT not set" in detail and "keyseg-7b-release" in detail
+    paper = {what for what, *_ in checks(ReproduceCheckConfig("", "", "", preset="keyseg-7b"))}
+    assert "SAM_CKPT (sam_vit_h_4b8939.pth)" not in paper  # keyseg-7b keeps LISA-7B-v1's SAM
+    (tmp_path / "sam_vit_h_4b8939.pth").write_bytes(b"weights")
+    given = {what: ok for what, ok, *_ in checks(ReproduceCheckConfig("", "", "", str(tmp_path / "sam_vit_h_4b8939.pth")))}
+    assert given["SAM_CKPT (sam_vit_h_4b8939.pth)"]
