@@ -117,7 +117,7 @@ def predict_batch(model, tokenizer, batch: dict, generate: bool = False,
             # A row without [SEG] gets an empty mask; the model still needs one [SEG] to run it.
             text = with_image_markers(conversation(question, answer if has_seg else f"{answer} {SEG_TOKEN}."))
         # Not cut: LISA's evaluation keeps the whole query (the release's evaluation cuts
-        # at 512 - 255 and then fails on a query that lost its [SEG]; docs/fidelity.md).
+        # at 512 - 255 and then fails on a query that lost its [SEG]; docs/fidelity.md D8).
         encoded = tokens.tokenize_conversations([text], None)
         input_ids = encoded["input_ids"].to(device)
         outputs = model(images_sam[image:image + 1], images_clip[image:image + 1], input_ids,

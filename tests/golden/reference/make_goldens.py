@@ -262,36 +262,25 @@ def forget_reference_packages() -> None:
             del sys.modules[name]
 
 
-def import_keyseg(checkout: Path) -> types.SimpleNamespace:
+def import_reference(checkout: Path, **modules: str) -> types.SimpleNamespace:
+    """The named modules of one reference checkout (its `model`/`utils` packages, not the other's)."""
     forget_reference_packages()
     sys.path.insert(0, str(checkout))
     try:
-        ns = types.SimpleNamespace(
-            conversation=importlib.import_module("model.llava.conversation"),
-            mm_utils=importlib.import_module("model.llava.mm_utils"),
-            utils=importlib.import_module("utils.utils"),
-            reason_seg_key=importlib.import_module("utils.reason_seg_key_dataset"),
-            refer_seg=importlib.import_module("utils.refer_seg_dataset"),
-            reason_refer=importlib.import_module("utils.reason_refer"),
-            kisa=importlib.import_module("model.KISA"),
-        )
+        return types.SimpleNamespace(**{name: importlib.import_module(module) for name, module in modules.items()})
     finally:
         sys.path.remove(str(checkout))
-    return ns
+
+
+def import_keyseg(checkout: Path) -> types.SimpleNamespace:
+    return import_reference(checkout, conversation="model.llava.conversation", mm_utils="model.llava.mm_utils",
+                            utils="utils.utils", reason_seg_key="utils.reason_seg_key_dataset",
+                            refer_seg="utils.refer_seg_dataset", reason_refer="utils.reason_refer", kisa="model.KISA")
 
 
 def import_lisa(checkout: Path) -> types.SimpleNamespace:
-    forget_reference_packages()
-    sys.path.insert(0, str(checkout))
-    try:
-        ns = types.SimpleNamespace(
-            conversation=importlib.import_module("model.llava.conversation"),
-            utils=importlib.import_module("utils.utils"),
-            dataset=importlib.import_module("utils.dataset"),
-        )
-    finally:
-        sys.path.remove(str(checkout))
-    return ns
+    return import_reference(checkout, conversation="model.llava.conversation", utils="utils.utils",
+                            dataset="utils.dataset")
 
 
 def load_tokenizer(folder: Path, utils_module):

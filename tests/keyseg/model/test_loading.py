@@ -105,16 +105,22 @@ def to_lisa(model, vision=True, keyseg=True, keyseg_under_model=False) -> dict:
     return out
 
 
-def save_sharded(state: dict, folder, shards: int = 3):
+def save_sharded(state: dict, folder, shards: int = 3, bin_files: bool = False):
+    """A sharded checkpoint with its index: safetensors shards, or with `bin_files`
+    transformers 4.31's default `save_pretrained` output (pytorch_model-*.bin shards)."""
     folder.mkdir(parents=True, exist_ok=True)
     keys = sorted(state)
+    prefix, suffix = ("pytorch_model", "bin") if bin_files else ("model", "safetensors")
     weight_map = {}
     for index in range(shards):
-        name = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
+        name = f"{prefix}-{index + 1:05d}-of-{shards:05d}.{suffix}"
         part = {k: state[k] for k in keys[index::shards]}
-        save_file(part, str(folder / name))
+        if bin_files:
+            torch.save(part, folder / name)
+        else:
+            save_file(part, str(folder / name))
         weight_map.update({k: name for k in part})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (folder / f"{prefix}.{suffix}.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return folder
 
 
@@ -518,26 +524,12 @@ def check_release_layout(state: dict, model, keyseg: bool = True) -> None:
         assert shapes["embedding_table_proj.weight"] == shapes["keyword_text_proj.weight"] == (256, hidden)
 
 
-def save_sharded_bin(state: dict, folder, shards: int = 2):
-    """transformers 4.31's default `save_pretrained` output: pytorch_model-*.bin shards + index."""
-    folder.mkdir(parents=True, exist_ok=True)
-    keys = sorted(state)
-    weight_map = {}
-    for index in range(shards):
-        name = f"pytorch_model-{index + 1:05d}-of-{shards:05d}.bin"
-        torch.save({k: state[k] for k in keys[index::shards]}, folder / name)
-        weight_map.update({k: name for k in keys[index::shards]})
-    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return folder
-
-
 @pytest.mark.parametrize("files", ["bin_shards", "safetensors_shards"])
 @pytest.mark.parametrize("keyseg", [True, False], ids=["keyseg_release", "lisa_7b_v1"])
 def test_published_layouts_load_strictly(tmp_path, source, keyseg, files):
     state = release_checkpoint(source, keyseg=keyseg)
     check_release_layout(state, source, keyseg=keyseg)
-    save = save_sharded_bin if files == "bin_shards" else save_sharded
-    path = save(state, tmp_path / "release", shards=2)
+    path = save_sharded(state, tmp_path / "release", shards=2, bin_files=files == "bin_shards")
     clip = tmp_path / "clip"
     source.vision_tower.save_pretrained(clip)
     target = build(2)

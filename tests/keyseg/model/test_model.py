@@ -177,6 +177,17 @@ def test_images_without_a_keyword_get_the_release_output(tiny):
     assert not torch.allclose(out["prompt_embeddings"][1], out["seg_embeddings"][2:])
 
 
+def test_a_batch_mixing_rows_with_and_without_a_keyword_has_one_target_per_key(tiny):
+    # One keyword target per [KEY]: a row without [KEY] has no target (the release's loss
+    # would fail on the size mismatch here; docs/fidelity.md D11).
+    model, tokenizer = tiny
+    batch = make_batch(model, tokenizer, rows_per_image=(2, 1), keywords=["car", None, "cup"],
+                       answers=["Sure, it is [SEG]. [KEY] car", "[SEG].", "it is [SEG]. [KEY] cup"])
+    out = model(**batch)
+    assert out["key_rows"].tolist() == [0, 2] and batch["keyword_ids"][1].item() == IGNORE_INDEX
+    assert torch.isfinite(out["key"]) and out["key"].item() > 0
+
+
 def test_keyseg_prompts_depend_on_the_keyword(tiny):
     model, tokenizer = tiny
     outputs = []
