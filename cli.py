@@ -17,10 +17,29 @@ app = typer.Typer(
     name="keyseg",
     help="KeySeg toolkit: prepare, mine keywords, shard, train and evaluate keyword-conditioned segmentation.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"keyseg {version('keyseg')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the installed keyseg version and exit."),
+) -> None:
+    """KeySeg toolkit: prepare, mine keywords, shard, train and evaluate keyword-conditioned segmentation."""
+    import warnings
+
+    # Deprecation notices from transformers/torch internals: nothing a keyseg user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _fail(message: str, code: int = 2) -> None:

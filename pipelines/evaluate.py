@@ -42,7 +42,7 @@ from keyseg.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl,
 from keyseg.metrics import intersection_union, mask_iou
 from keyseg.metrics.report import SplitMetrics, metrics_json, paper_table
 from keyseg.paths import is_plain_name
-from keyseg.shards.index import index_path, read_index, split_sample_count, split_shard_paths
+from keyseg.shards.index import ShardSet
 from keyseg.training.launch import leave_process_group
 
 
@@ -96,16 +96,11 @@ def _check_usage(config: EvaluateConfig) -> None:
         raise DataError(config.predictions, "not a folder of prediction PNGs")
 
 
-def _shard_paths(config: EvaluateConfig) -> tuple[dict, dict[str, list[Path]]]:
-    """index.json and each split's shard files, checked before any work: an unknown split
+def _shard_paths(config: EvaluateConfig) -> tuple[ShardSet, dict[str, list[Path]]]:
+    """The shard set and each split's shard files, checked before any work: an unknown split
     is a usage error, a path leaving the shard folder or a missing shard a data error."""
-    index = read_index(config.shards)
-    paths = split_shard_paths(config.shards, config.splits, index)
-    for name, files in paths.items():
-        for path in files:
-            if not path.is_file():
-                raise DataError(index_path(config.shards), f"split {name}: shard {path} not found")
-    return index, paths
+    shard_set = ShardSet.open(config.shards)
+    return shard_set, shard_set.shard_paths(config.splits, must_exist=True)
 
 
 # ---------------------------------------------------------------------------- processes
@@ -287,10 +282,10 @@ def _merge(parts: list[_SplitPart]) -> _SplitPart:
     return merged
 
 
-def _sample_accounting(index: dict, name: str, part: _SplitPart) -> dict:
+def _sample_accounting(shard_set: ShardSet, name: str, part: _SplitPart) -> dict:
     """Samples in the index, scored, and skipped (the larger of the skips seen and the
     samples missing from the count: a truncated shard is one skip but loses its tail)."""
-    expected = split_sample_count(index, name)
+    expected = shard_set.sample_count(name)
     seen = part.skips.count
     skipped = seen if expected is None else max(seen, expected - part.samples)
     return {"samples_in_index": expected, "samples_scored": part.samples, "skipped": skipped,
@@ -324,16 +319,16 @@ def _leakage(provenance: dict, name: str) -> dict | None:
 def run(config: EvaluateConfig, console: Console | None = None) -> EvaluateResult:
     console = console or Console(stderr=True)
     _check_usage(config)
-    index, shard_paths = _shard_paths(config)
+    shard_set, shard_paths = _shard_paths(config)
     rank, world, owns_group = _distributed()
     try:
-        return _evaluate(config, index, shard_paths, rank, world, console)
+        return _evaluate(config, shard_set, shard_paths, rank, world, console)
     finally:
         if owns_group:
             leave_process_group(synchronise=True)
 
 
-def _evaluate(config: EvaluateConfig, index: dict, shard_paths: dict[str, list[Path]], rank: int, world: int,
+def _evaluate(config: EvaluateConfig, shard_set: ShardSet, shard_paths: dict[str, list[Path]], rank: int, world: int,
               console: Console) -> EvaluateResult:
     out = Path(config.out)
     model = tokenizer = None
@@ -384,7 +379,7 @@ def _evaluate(config: EvaluateConfig, index: dict, shard_paths: dict[str, list[P
     for name in config.splits:
         split_records = [r for r in records if r["split"] == name]
         extra[name] = {"keywords": _keyword_diagnostics(split_records), "leakage": _leakage(provenance, name),
-                       **_sample_accounting(index, name, merged[name])}
+                       **_sample_accounting(shard_set, name, merged[name])}
         if extra[name]["leakage"] and extra[name]["leakage"]["trained_on_this_split"]:
             console.print(f"[bold red]WARNING: the model was trained on {escape(name)}: "
                           f"these are not held-out numbers")
@@ -435,13 +430,12 @@ def _gallery(config: EvaluateConfig, records: list[dict], metrics: dict, from_mo
     from keyseg.data.skips import _SkipTracker
     from keyseg.data.transforms import decode_rgb
     from keyseg.evaluation.gallery import GalleryItem, select_extremes, write_gallery
-    from keyseg.images import ImageError
 
     worst, best = select_extremes(records, config.visualize, key=lambda r: r["iou"])
     wanted = {(r["split"], r["id"]) for r in worst + best}
     samples = {}
     for name in config.splits:
-        paths = split_shard_paths(config.shards, name)[name]
+        paths = ShardSet.open(config.shards).shard_paths(name)[name]
         for raw in iter_raw_samples([str(path) for path in paths], _SkipTracker()):
             if (name, raw["__key__"]) in wanted:
                 samples[(name, raw["__key__"])] = raw

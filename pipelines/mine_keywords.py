@@ -17,7 +17,6 @@ command resumes from the cache.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import threading

@@ -15,7 +15,6 @@ predicted, and the command exits 1.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path

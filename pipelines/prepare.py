@@ -37,7 +37,7 @@ from keyseg.sources.reasonseg import EXPLANATORY_FILE, discover_reasonseg, load_
 from keyseg.sources.records import Issue, record_id
 from keyseg.sources.refer import group_refer_items, load_refer_dataset
 from keyseg.sources.specs import SourceSplit, resolve_sources
-from pipelines.prepare_worker import PrepareTask, TaskResult, process_task
+from keyseg.sources.prepare_task import PrepareTask, TaskResult, process_task
 
 MANIFEST = "manifest.jsonl"
 JOURNAL = "manifest.partial.jsonl"

@@ -6,6 +6,8 @@ Output (`OUT` is e.g. shards/demo):
     OUT/<source>/<split>/_SUCCESS.json               the split's shards and input fingerprint
     OUT/index.json                                   every split, shard counts, bytes, sha256,
                                                      input hashes and the config used
+    OUT/README.md                                    dataset card: `datasets.load_dataset(OUT,
+                                                     "reasonseg")` loads it (keyseg.shards.card)
 
 Idempotent and resumable per split: a split whose inputs (manifest, keyword file, config)
 are unchanged and whose shards are all present is skipped; any other split is rewritten
@@ -36,11 +38,11 @@ from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, image_info, imag
 from keyseg.io import atomic_write_json, sha256_file
 from keyseg.masks.png import read_mask_png
 from keyseg.paths import confined_path
+from keyseg.shards.index import write_shard_set
 from keyseg.shards.samples import SAMPLE_FORMAT_VERSION, build_sample_json, check_sample_json, sample_json_bytes
 from keyseg.shards.tario import ShardWriter
 from keyseg.sources.files import data_file
 
-INDEX = "index.json"
 SUCCESS = "_SUCCESS.json"
 DEFAULT_KEYWORDS = Path("reason_seg") / "ReasonSeg" / "explanatory_key" / "keyword_outputs.json"
 
@@ -261,22 +263,17 @@ def _run(config: ShardConfig, console: Console) -> ShardResult:
             pool.terminate()
             pool.join()
 
-    index = {
-        "format_version": SAMPLE_FORMAT_VERSION,
-        "config": {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()},
-        "inputs": {
+    index = write_shard_set(
+        out,
+        config={key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()},
+        inputs={
             "prepared": str(prepared), "data_dir": str(data_dir),
             "keywords": {"path": str(keywords_path), "sha256": keywords_hash} if keywords_path else None,
             "manifests": {name: {"path": str(path), "sha256": sha256_file(path)}
                           for name, (_, _, path) in manifests.items()},
         },
-        "splits": {name: {key: value for key, value in done.items() if key != "fingerprint"}
-                   for name, done in splits.items()},
-    }
-    index["totals"] = {key: sum(split[key] for split in index["splits"].values())
-                       for key in ("samples", "targets", "bytes")}
-    index["totals"]["shards"] = sum(len(split["shards"]) for split in index["splits"].values())
-    atomic_write_json(out / INDEX, index)
+        splits={name: {key: value for key, value in done.items() if key != "fingerprint"}
+                for name, done in splits.items()})
     if errors:
         atomic_write_json(out / "shard_errors.json", errors)
     _print_summary(console, index, skipped, errors, out)

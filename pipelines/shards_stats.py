@@ -22,7 +22,7 @@ from rich.table import Table
 from keyseg.errors import DataError
 from keyseg.images import image_pixel_bound
 from keyseg.io import atomic_write_bytes, atomic_write_json
-from keyseg.shards.index import index_path, read_index, shard_path
+from keyseg.shards.index import ShardSet
 from keyseg.shards.samples import BadSampleError, read_sample, rle_runs
 from keyseg.shards.tario import UnsafeMemberError, iter_samples
 
@@ -48,10 +48,10 @@ def _area(rle: dict) -> int:
     return int(rle_runs(rle["counts"])[1::2].sum())
 
 
-def _read_shard(folder: Path, entry: dict) -> tuple[list[dict], int, list[tuple[str | None, str]]]:
+def _read_shard(shard_set: ShardSet, entry: dict) -> tuple[list[dict], int, list[tuple[str | None, str]]]:
     """(checked sample jsons, file bytes, problems as (key or None for the shard, reason))."""
     try:
-        path = shard_path(folder, entry)  # an index naming ../.., /abs or pipe:cmd is reported, not read
+        path = shard_set.shard_path(entry)  # an index naming ../.., /abs or pipe:cmd is reported, not read
     except DataError as error:
         return [], 0, [(None, f"refused shard path: {error.reason}")]
     if not path.is_file():
@@ -73,15 +73,16 @@ def _read_shard(folder: Path, entry: dict) -> tuple[list[dict], int, list[tuple[
     return samples, path.stat().st_size, problems
 
 
-def collect(folder: Path, index: dict) -> tuple[dict, list[dict]]:
+def collect(shard_set: ShardSet) -> tuple[dict, list[dict]]:
     """Per split: image sizes, targets per image, mask area fractions, keyword coverage,
     bad samples and shards; and every problem found ({split, shard, key, problem})."""
     per_split, problems = {}, []
-    for name, split in index["splits"].items():
+    for name in shard_set.splits:
+        entries = shard_set.entries(name)
         sizes, targets_per_image, area_fractions, split_problems = [], Counter(), [], []
         with_keyword = targets = texts = size = 0
-        for entry in split["shards"]:
-            samples, shard_bytes, shard_problems = _read_shard(folder, entry)
+        for entry in entries:
+            samples, shard_bytes, shard_problems = _read_shard(shard_set, entry)
             size += shard_bytes
             split_problems += [{"split": name, "shard": entry["path"], "key": key, "problem": reason}
                                for key, reason in shard_problems]
@@ -97,7 +98,7 @@ def collect(folder: Path, index: dict) -> tuple[dict, list[dict]]:
         problems += split_problems
         per_split[name] = {
             "samples": len(sizes), "targets": targets, "texts": texts, "bytes": size,
-            "shards": len(split["shards"]),
+            "shards": len(entries),
             "bad_samples": sum(problem["key"] is not None for problem in split_problems),
             "bad_shards": len({problem["shard"] for problem in split_problems if problem["key"] is None}),
             "problems": split_problems,
@@ -153,9 +154,9 @@ def run(config: StatsConfig, console: Console | None = None) -> StatsResult:
 
 
 def _run(config: StatsConfig, console: Console) -> StatsResult:
-    index = read_index(config.shards)
-    folder = index_path(config.shards).parent
-    per_split, problems = collect(folder, index)
+    shard_set = ShardSet.open(config.shards)
+    folder = shard_set.folder
+    per_split, problems = collect(shard_set)
     if config.picture:
         atomic_write_bytes(folder / "stats.png", _picture(per_split))
     public = {name: {k: v for k, v in stats.items() if not k.startswith("_")} for name, stats in per_split.items()}

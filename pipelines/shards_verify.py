@@ -26,7 +26,7 @@ from rich.table import Table
 from keyseg.errors import DataError
 from keyseg.images import ImageError, image_info, image_pixel_bound
 from keyseg.io import atomic_write_json
-from keyseg.shards.index import index_path, read_index, shard_path
+from keyseg.shards.index import ShardSet
 from keyseg.shards.samples import BadSampleError, decode_mask, read_sample
 from keyseg.shards.tario import UnsafeMemberError, iter_samples
 
@@ -77,10 +77,10 @@ def _expected(entry: dict, field: str, kind: type):
     return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
 
-def _verify_shard(folder: Path, entry: dict, name: str, decode_images: bool, problems: list[dict]) -> int:
+def _verify_shard(shard_set: ShardSet, entry: dict, name: str, decode_images: bool, problems: list[dict]) -> int:
     where = {"split": name, "shard": entry["path"]}
     try:
-        path = shard_path(folder, entry)  # an index naming ../.., /abs or pipe:cmd is reported, not read
+        path = shard_set.shard_path(entry)  # an index naming ../.., /abs or pipe:cmd is reported, not read
     except DataError as error:
         problems.append({**where, "key": None, "problem": f"refused shard path: {error.reason}"})
         return 0
@@ -122,16 +122,16 @@ def run(config: VerifyConfig, console: Console | None = None) -> VerifyResult:
 
 
 def _run(config: VerifyConfig, console: Console) -> VerifyResult:
-    index = read_index(config.shards)
-    folder = index_path(config.shards).parent
-    shards = [(name, entry) for name, split in index["splits"].items() for entry in split["shards"]]
+    shard_set = ShardSet.open(config.shards)
+    folder = shard_set.folder
+    shards = [(name, entry) for name in shard_set.splits for entry in shard_set.entries(name)]
     problems: list[dict] = []
     samples = 0
     columns = (TextColumn("[bold]verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not config.show_progress) as progress:
         bar = progress.add_task("verify", total=len(shards))
         for name, entry in shards:
-            samples += _verify_shard(folder, entry, name, config.decode_images, problems)
+            samples += _verify_shard(shard_set, entry, name, config.decode_images, problems)
             progress.advance(bar)
     indexed = {entry["path"] for _, entry in shards}
     for path in sorted(folder.glob("*/*/*.tar")):

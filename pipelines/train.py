@@ -27,9 +27,9 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from keyseg.errors import DataError, UsageError
+from keyseg.errors import UsageError
 from keyseg.io import atomic_write_json
-from keyseg.shards.index import index_path, read_index, split_sample_count, split_shard_paths
+from keyseg.shards.index import ShardSet
 from keyseg.training.config import TrainConfig
 from keyseg.training.engine import deepspeed_config, ensure_single_process_env, parameter_groups, rank_and_world
 from keyseg.training.launch import leave_process_group
@@ -91,12 +91,7 @@ def _tokenizer(run: TrainRun, split_shards: dict[str, list[Path]]):
 def _split_shards(shards: Path, names: list[str]) -> dict[str, list[Path]]:
     """Shard files per split, from index.json (paths confined to the shard set folder: an
     index never names a command, a URL or a file elsewhere); a missing shard is an error."""
-    found = split_shard_paths(shards, names)
-    for name, paths in found.items():
-        for path in paths:
-            if not path.is_file():
-                raise DataError(index_path(shards), f"split {name}: shard {path} not found")
-    return found
+    return ShardSet.open(shards).shard_paths(names, must_exist=True)
 
 
 def build_model(run: TrainRun, tokenizer, console: Console):
@@ -193,19 +188,20 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
     leave_process_group(synchronise=True)
     if config.export and rank == 0:
         # Every rank has saved its ZeRO shards (fit ends with a barrier): consolidate them.
-        from pipelines import export
+        from keyseg.model.pretrained import export_checkpoint
 
         best = out / "checkpoints" / "best"
         source = best if (best / "train_state.json").is_file() else out
-        export.run(export.ExportConfig(checkpoint=source, out=out / "export"), console=console)
+        info = export_checkpoint(source, out / "export")
+        console.print(f"exported {escape(info['checkpoint'])} (step {info['step']}) to {escape(str(out / 'export'))}")
     return result
 
 
 def _save_provenance(shards: Path, out: Path) -> None:
-    index = read_index(shards)
+    shard_set = ShardSet.open(shards)
     atomic_write_json(out / "data_provenance.json", {
-        "shards": str(shards.resolve()), "inputs": index.get("inputs"),
-        "splits": {name: {"samples": split.get("samples", split_sample_count(index, name)),
-                          "shards": [entry.get("sha256") for entry in split["shards"]]}
-                   for name, split in index["splits"].items()},
+        "shards": str(shards.resolve()), "inputs": shard_set.index.get("inputs"),
+        "splits": {name: {"samples": shard_set.sample_count(name),
+                          "shards": [entry.get("sha256") for entry in shard_set.entries(name)]}
+                   for name in shard_set.splits},
     })

@@ -1,7 +1,12 @@
-"""The chain on the embedded demo data, through the installed `keyseg` command."""
+"""The chain on the embedded demo data, through the installed `keyseg` command.
+
+The chain itself runs once per session (the `demo_chain` fixture); this file checks what it
+wrote against independent decoders, and that re-running and the other entry points agree.
+"""
 
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -26,12 +31,9 @@ def decode_refer(segmentation, height, width):
     return coco_mask.decode({"size": segmentation["size"], "counts": segmentation["counts"].encode()})
 
 
-def test_demo_data_then_prepare(tmp_path):
-    data, out = tmp_path / "data", tmp_path / "prepared"
-    made = keyseg("demo-data", str(data), "--images", "16")
-    assert made.returncode == 0, made.stderr
-    done = keyseg("prepare", "--data-dir", str(data), "--out", str(out), "--visualize", "2", "--workers", "2")
-    assert done.returncode == 0, done.stderr
+def test_demo_data_then_prepare(demo_chain, tmp_path):
+    data, out = demo_chain.data, demo_chain.prepared
+    done = demo_chain.runs["prepare"]
     assert "reasonseg:train" in done.stderr and "refcoco:testB" in done.stderr and "total" in done.stderr
 
     stats = json.loads((out / "prepare_stats.json").read_text())
@@ -60,32 +62,40 @@ def test_demo_data_then_prepare(tmp_path):
             np.testing.assert_array_equal(actual, expected)
     assert len(list((out / "reasonseg" / "train" / "overlays").glob("*.png"))) == 2
 
-    again = keyseg("prepare", "--data-dir", str(data), "--out", str(out), "--visualize", "2", "--workers", "2")
-    assert again.returncode == 0
-    totals = json.loads((out / "prepare_report.json").read_text())["summary"]
+    # A second prepare (on a copy: the chain's folders are shared) finds every image up to date.
+    copy = tmp_path / "prepared"
+    shutil.copytree(out, copy)
+    again = keyseg("prepare", "--data-dir", str(data), "--out", str(copy), "--visualize", "2", "--workers", "2")
+    assert again.returncode == 0, again.stderr
+    totals = json.loads((copy / "prepare_report.json").read_text())["summary"]
     assert totals["converted"] == 0 and totals["up_to_date"] == totals["images"]
 
-    # Keywords, offline: from explanatory/train.json (default output path) and from the manifest.
-    explanatory = data / "reason_seg/ReasonSeg/explanatory/train.json"
-    mined = keyseg("mine-keywords", "generate", str(explanatory), "--backend", "heuristic", "--no-progress")
-    assert mined.returncode == 0, mined.stderr
-    keywords = json.loads((data / "reason_seg/ReasonSeg/explanatory_key/keyword_outputs.json").read_text())
-    assert len(keywords) == len(json.loads(explanatory.read_text())) == 8
+
+def test_keywords_from_explanatory_json_and_from_the_manifest_agree(demo_chain, tmp_path):
+    # The chain mined explanatory/train.json into the default output path, offline.
+    explanatory = demo_chain.data / "reason_seg/ReasonSeg/explanatory/train.json"
+    keywords_file = demo_chain.data / "reason_seg/ReasonSeg/explanatory_key/keyword_outputs.json"
+    keywords = json.loads(keywords_file.read_text())
+    assert len(keywords) == len(json.loads(explanatory.read_text())) == 8  # of the 16 demo images, 8 train
     assert all(record["keyword"] for record in keywords)
     from_manifest = tmp_path / "from_manifest.json"
-    mined = keyseg("mine-keywords", "generate", str(out / "reasonseg/train/manifest.jsonl"), "--out",
-                   str(from_manifest), "--no-progress")
+    manifest = demo_chain.prepared / "reasonseg/train/manifest.jsonl"
+    mined = keyseg("mine-keywords", "generate", str(manifest), "--out", str(from_manifest), "--no-progress")
     assert mined.returncode == 0, mined.stderr
     by_image = {record["image"]: record["keyword"] for record in keywords}
     assert {record["image"]: record["keyword"] for record in json.loads(from_manifest.read_text())} == by_image
 
-    shards = tmp_path / "shards" / "demo"
-    sharded = keyseg("shard", "--prepared", str(out), "--out", str(shards), "--workers", "2")
-    assert sharded.returncode == 0, sharded.stderr
-    verified = keyseg("shards", "verify", str(shards), "--no-progress")
-    assert verified.returncode == 0, verified.stderr
-    stats = keyseg("shards", "stats", str(shards))
-    assert stats.returncode == 0 and (shards / "stats.png").is_file()
+
+def test_shards_hold_every_prepared_sample_with_its_keyword(demo_chain):
+    shards = demo_chain.shards
+    assert (shards / "stats.png").is_file()
     index = json.loads((shards / "index.json").read_text())
-    assert index["splits"]["reasonseg:train"]["targets_with_keyword"] == 8
-    assert index["totals"]["samples"] == 16 + 16
+    prepared = json.loads((demo_chain.prepared / "prepare_stats.json").read_text())
+    assert set(index["splits"]) == set(prepared)
+    for name, split in index["splits"].items():
+        # Every prepared image is one sample, cut into shards of at most --maxcount 3.
+        assert (split["samples"], split["targets"]) == (prepared[name]["images"], prepared[name]["targets"]), name
+        assert [shard["samples"] for shard in split["shards"]][:-1] == [3] * (len(split["shards"]) - 1), name
+        assert sum(shard["samples"] for shard in split["shards"]) == split["samples"] and split["errors"] == 0
+    assert index["splits"]["reasonseg:train"]["targets_with_keyword"] == 8  # of the 16 demo images, 8 train
+    assert index["totals"]["samples"] == 16 + 16  # reasonseg + refcoco

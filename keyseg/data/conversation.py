@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from keyseg.model.tokens import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, KEY_TOKEN, SEG_TOKEN
+from keyseg.model.tokens import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, KEY_TOKEN
 
 SYSTEM_PROMPT = (
     "A chat between a curious human and an artificial intelligence assistant. "

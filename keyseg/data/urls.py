@@ -47,12 +47,12 @@ def _local_path(url: str) -> Path:
 def _index_shards(folder: Path, split: str | list[str] | None) -> list[str]:
     # Paths inside an index are confined to the shard set folder (a downloaded index must
     # not name a command, a URL or a file elsewhere); see keyseg.shards.index.
-    from keyseg.shards.index import index_path, read_index, split_shard_paths
+    from keyseg.shards.index import ShardSet
 
-    index = read_index(folder)
+    shard_set = ShardSet.open(folder)
     if split is None:
-        raise ValueError(f"{index_path(folder)}: name a split, one of {sorted(index['splits'])}")
-    found = split_shard_paths(folder, split, index)
+        raise ValueError(f"{shard_set.index_file}: name a split, one of {sorted(shard_set.splits)}")
+    found = shard_set.shard_paths(split)
     return [str(path) for name in found for path in found[name]]
 
 

@@ -72,10 +72,6 @@ def shape_polygon(kind: str, cx: float, cy: float, r: float, rotation: float = 0
     raise ValueError(f"unknown shape kind: {kind!r}")
 
 
-def translate(points: Sequence[Point], dx: float, dy: float) -> Polygon:
-    return [(x + dx, y + dy) for x, y in points]
-
-
 def round_points(points: Sequence[Point], ndigits: int = 2) -> Polygon:
     return [(round(float(x), ndigits), round(float(y), ndigits)) for x, y in points]
 

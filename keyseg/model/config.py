@@ -21,6 +21,13 @@ FUSION_MODES = ("keyseg", "keyseg_residual", "none")
 PROJECTORS = ("linear", "mlp2x_gelu")
 DTYPES = ("float32", "bfloat16", "float16")
 NEW_MODULE_INITS = ("torch", "normal")
+HF_CONFIG_KEYS = frozenset({
+    "model_type", "architectures", "transformers_version", "_name_or_path", "torch_dtype", "id2label",
+    "label2id", "return_dict", "output_hidden_states", "output_attentions", "is_encoder_decoder",
+    "chunk_size_feed_forward", "problem_type",
+})
+"""Keys of an exported config.json (or of one saved again by transformers'
+`PretrainedConfig.save_pretrained`) that are not KeySegConfig fields."""
 
 LISA_7B_V1_VOCAB = 32004
 """Rows of LISA-7B-v1's embedding table: LLaMA's 32000 + <im_patch>, <im_start>, <im_end>, [SEG]."""
@@ -150,6 +157,13 @@ class KeySegConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "KeySegConfig":
+        """Also reads an exported folder's config.json: its model_type must be "keyseg" (or
+        absent, as in folders exported before it was written) and the keys transformers adds
+        when it saves a config are dropped."""
+        model_type = data.get("model_type", "keyseg")
+        if model_type != "keyseg":
+            raise ValueError(f'model_type {model_type!r} is not a KeySeg config (expected "keyseg")')
+        data = {key: value for key, value in data.items() if key not in HF_CONFIG_KEYS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

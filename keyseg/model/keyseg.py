@@ -435,3 +435,23 @@ class KeySegModel(nn.Module):
         loss = config.ce_weight * ce + config.bce_weight * bce + config.dice_weight * dice + config.key_weight * key
         outputs.update(loss=loss, ce=ce, bce=bce, dice=dice, key=key)
         return outputs
+
+    # ----------------------------------------------------------------------------------------
+    # the exported folder (keyseg.model.pretrained)
+    # ----------------------------------------------------------------------------------------
+
+    def save_pretrained(self, folder, tokenizer, **card_inputs):
+        """Write this model (LoRA merged) and `tokenizer` as an exported folder; `card_inputs`
+        (train_config, data_provenance, export_info, eval_metrics, base_model) go to
+        `keyseg.model.pretrained.save_pretrained`."""
+        from keyseg.model.pretrained import save_pretrained
+
+        return save_pretrained(self, tokenizer, folder, **card_inputs)
+
+    @classmethod
+    def from_pretrained(cls, folder, device: str = "cpu") -> "KeySegModel":
+        """The model of an exported folder, in eval mode; its tokenizer comes with
+        `keyseg.model.pretrained.load_pretrained`."""
+        from keyseg.model.pretrained import load_pretrained
+
+        return load_pretrained(folder, device)[0]

@@ -231,7 +231,7 @@ def _under(key: str, prefixes: Iterable[str]) -> bool:
 
 def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], required: Iterable[str] = ("",),
               optional: Iterable[str] = (), *, dropped: Iterable[str] = (), ignore: Iterable[str] = (),
-              resize_vocab: bool = True, new_rows: str = "keep", sources: Iterable[str] = (),
+              resize_vocab: bool = True, sources: Iterable[str] = (),
               hints: Mapping[str, str] | None = None) -> LoadReport:
     """Load an already-mapped state dict (our keys) into `model`, strictly and atomically.
 
@@ -242,14 +242,12 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], required: Ite
         entirely (reported as initialised fresh), but a partial group is an error.
     ignore: prefixes of checkpoint keys to discard explicitly (reported as dropped).
     resize_vocab: a checkpoint embedding / lm_head with fewer rows than the model's (a smaller
-        vocab) fills the first rows; the new rows keep the model's values (`new_rows="keep"`:
-        `KeySegModel.setup_tokenizer` drew them as transformers 4.31 does, which is what the
-        release trained from) or are set to the mean of the checkpoint rows (`"mean"`).
+        vocab) fills the first rows; the new rows keep the model's values
+        (`KeySegModel.setup_tokenizer` drew them as transformers 4.31 does, which is what the
+        release trained from).
     Raises `CheckpointError` (nothing written) on missing required keys, unexpected keys or
     shape mismatches. Returns a `LoadReport`.
     """
-    if new_rows not in ("mean", "keep"):
-        raise ValueError(f"new_rows must be 'mean' or 'keep', got {new_rows!r}")
     required, optional, ignore = tuple(required), tuple(optional), tuple(ignore)
     report = LoadReport(dropped=list(dropped), sources=list(sources))
     model_state = model.state_dict(keep_vars=True)
@@ -283,13 +281,9 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], required: Ite
             grown = have.detach().clone()
             rows = value.shape[0]
             grown[:rows] = value.to(grown.dtype)
-            init = "kept the model's values"
-            if new_rows == "mean":
-                grown[rows:] = value.float().mean(0, keepdim=True).to(grown.dtype)
-                init = "set to the mean of the checkpoint rows"
             to_load[target] = grown
             report.resized.append(f"{target}: checkpoint {rows} rows, model {have.shape[0]}; "
-                                  f"rows {rows}..{have.shape[0] - 1} {init}")
+                                  f"rows {rows}..{have.shape[0] - 1} kept the model's values")
         else:
             mismatched.add(target)
             report.shape_mismatches.append(

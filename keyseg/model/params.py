@@ -36,10 +36,6 @@ def _is_lora(name: str) -> bool:
     return LORA_MARKER in name
 
 
-def has_lora(model) -> bool:
-    return any(_is_lora(name) for name, _ in model.named_parameters())
-
-
 def apply_trainability(model, config=None) -> None:
     """Set requires_grad on every parameter from the config's train_* flags (and LoRA).
 
@@ -101,7 +97,7 @@ def apply_lora(model, config=None):
     config = model.config if config is None else config
     if config.lora_r <= 0:
         return model
-    if isinstance(model.llm, PeftModel) or has_lora(model):
+    if isinstance(model.llm, PeftModel) or any(_is_lora(name) for name, _ in model.named_parameters()):
         raise ValueError("the model already has LoRA adapters")
     settings = dict(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, bias="none")
     targets = lora_target_names(model.llm, config.lora_targets)

@@ -1,4 +1,9 @@
-"""The shard set's `index.json`: the one reader (the writer is `keyseg shard`).
+"""A shard set folder: `index.json` (the one reader and writer) and its dataset card.
+
+    <folder>/index.json                       every split, its shards (path, samples, bytes,
+                                              sha256), the inputs and config that made them
+    <folder>/README.md                        Hugging Face dataset card (keyseg.shards.card)
+    <folder>/<source>/<split>/*.tar           WebDataset shards (keyseg.shards.samples)
 
 Shard paths in an index are plain relative files inside the shard set folder. An index
 comes with a downloaded shard set, so a `pipe:` command, a URL or an absolute path in it
@@ -12,17 +17,18 @@ import re
 from pathlib import Path
 
 from keyseg.errors import DataError, UsageError
+from keyseg.io import atomic_write_json, atomic_write_text
 from keyseg.paths import confined_path
 
 INDEX_NAME = "index.json"
+CARD_NAME = "README.md"
 # "pipe:", "http:", "s3:", "file:" ...: a scheme, however the rest is spelled.
 URL_OR_COMMAND = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def read_index(folder: str | Path) -> dict:
     """The parsed index of a shard set folder (or of an index.json path), checked for shape."""
-    folder = Path(folder)
-    path = folder if folder.name == INDEX_NAME and folder.is_file() else folder / INDEX_NAME
+    path = index_path(folder)
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -73,3 +79,86 @@ def split_sample_count(index: dict, name: str) -> int | None:
     shards = index["splits"][name]["shards"]
     counts = [entry.get("samples") for entry in shards]
     return sum(counts) if all(isinstance(c, int) for c in counts) else None
+
+
+def split_parts(index: dict, name: str) -> tuple[str, str]:
+    """(source, split) of a "source:split" name: as recorded, else from the name."""
+    split = index["splits"][name]
+    source, _, part = name.partition(":")
+    recorded = split.get("source"), split.get("split")
+    return (recorded[0], recorded[1]) if all(isinstance(v, str) and v for v in recorded) else (source, part)
+
+
+class ShardSet:
+    """A shard set folder as every stage sees it: its splits and sources, each split's
+    shard files (confined to the folder) and sample counts. Open one with `ShardSet.open`."""
+
+    def __init__(self, folder: Path, index: dict):
+        self.folder = folder  # the folder holding index.json
+        self.index = index
+
+    @classmethod
+    def open(cls, folder: str | Path) -> ShardSet:
+        """The shard set in `folder` (or at an index.json path); DataError if its index is bad."""
+        index = read_index(folder)
+        return cls(index_path(folder).parent, index)
+
+    @property
+    def index_file(self) -> Path:
+        return self.folder / INDEX_NAME
+
+    @property
+    def splits(self) -> list[str]:
+        """"source:split" names, in index order."""
+        return list(self.index["splits"])
+
+    @property
+    def sources(self) -> list[str]:
+        """Source names, in the order their first split appears."""
+        return list(dict.fromkeys(self.source_and_split(name)[0] for name in self.splits))
+
+    def source_and_split(self, name: str) -> tuple[str, str]:
+        return split_parts(self.index, name)
+
+    def entries(self, name: str) -> list[dict]:
+        """The index entries (path, samples, bytes, sha256) of one split's shards."""
+        return self.index["splits"][name]["shards"]
+
+    def shard_path(self, entry: dict) -> Path:
+        """The file of one entry; DataError for a URL, a command or a path leaving the folder."""
+        return shard_path(self.folder, entry)
+
+    def shard_paths(self, names: str | list[str], must_exist: bool = False) -> dict[str, list[Path]]:
+        """Shard files per split. An unknown split is a UsageError naming the ones there are;
+        with `must_exist`, a missing shard is a DataError before any work starts."""
+        found = split_shard_paths(self.folder, names, self.index)
+        if must_exist:
+            for name, paths in found.items():
+                for path in paths:
+                    if not path.is_file():
+                        raise DataError(self.index_file, f"split {name}: shard {path} not found")
+        return found
+
+    def sample_count(self, name: str) -> int | None:
+        """Samples the index records for a split (None when some shard has no count)."""
+        return split_sample_count(self.index, name)
+
+
+def write_shard_set(folder: str | Path, splits: dict[str, dict], config: dict | None = None,
+                    inputs: dict | None = None) -> dict:
+    """Write `folder`/index.json and its dataset card from each split's record (source, split,
+    counts, and `shards`: [{path relative to the folder, samples, bytes, sha256}]).
+
+    Returns the index. Both files are rewritten together, so a card always matches its index."""
+    from keyseg.shards.card import dataset_card
+    from keyseg.shards.samples import SAMPLE_FORMAT_VERSION
+
+    folder = Path(folder)
+    index = {"format_version": SAMPLE_FORMAT_VERSION, "config": config or {}, "inputs": inputs or {},
+             "splits": splits}
+    index["totals"] = {key: sum(split.get(key, 0) for split in splits.values())
+                       for key in ("samples", "targets", "bytes")}
+    index["totals"]["shards"] = sum(len(split["shards"]) for split in splits.values())
+    atomic_write_json(folder / INDEX_NAME, index)
+    atomic_write_text(folder / CARD_NAME, dataset_card(index))
+    return index

@@ -13,8 +13,9 @@ RLE is COCO's compressed run-length encoding ({"size": [h, w], "counts": str}), 
 the target region (value 1) and the ignore region (value 255) each get their own, and
 `decode_mask` gives back the prepared 0/1/255 mask exactly. Every sample has the same
 fields (nulls where empty). Hugging Face `datasets` infers its schema from the first few
-samples, so a load that mixes sources (ReasonSeg's null `ann_id`, refCOCO's integers)
-should pass `features=hf_features()`; a single source loads without it.
+samples, which fails on a mix of sources (ReasonSeg's null `ann_id`, refCOCO's integers):
+the shard set's dataset card (keyseg.shards.card) declares `hf_features()` for every
+config, and a load of bare tar files should pass `features=hf_features()`.
 
 Shards come from elsewhere, so every reader checks a sample before using it:
 `check_sample_json` is the one schema check (types, sizes within the image pixel bound,
@@ -276,8 +277,9 @@ def sample_json_bytes(sample: dict) -> bytes:
 
 
 def hf_features():
-    """The Hugging Face `datasets` schema of a shard sample (`load_dataset("webdataset",
-    ..., features=hf_features())`), so sources with nulls in different fields load together."""
+    """The Hugging Face `datasets` schema of a shard sample, so sources with nulls in
+    different fields load together: declared in every shard set's dataset card, or passed
+    as `load_dataset("webdataset", data_files=..., features=hf_features())`."""
     import datasets
     from datasets import Value
 

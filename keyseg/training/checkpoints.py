@@ -107,10 +107,6 @@ def prune(folder: Path, keep: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def read_train_state(tag_dir: Path) -> dict:
-    return json.loads((tag_dir / "train_state.json").read_text())
-
-
 def resolve_checkpoint(path: Path) -> tuple[Path, str, Path]:
     """(checkpoints folder, tag, run folder) for any of the accepted paths."""
     path = Path(path)

@@ -253,9 +253,3 @@ def check_train_config(config: TrainConfig) -> None:
     _require(isinstance(init.fresh, list) and all(name in FRESH_MODULES for name in init.fresh), "init.fresh",
              init.fresh, f"a list of module names from {', '.join(FRESH_MODULES)}")
 
-
-def train_config_from_dict(document: dict) -> TrainConfig:
-    config = TrainConfig()
-    for key, value in document.items():
-        _apply(config, key, value, key)
-    return config

@@ -176,6 +176,7 @@ def test_a_sample_key_that_is_a_path_writes_nothing_outside_out(demo_shards, tin
 
 
 # ---------------------------------------------------------------- two processes (points 10, 11)
+@pytest.mark.slow
 def test_two_processes_score_each_sample_once_and_tear_down_cleanly(demo_shards, tmp_path):
     """Twelve real two-process runs (gloo, RANK/WORLD_SIZE/MASTER_* as torchrun sets them) of
     the predictions mode: a 1-in-4 abort at exit would pass all twelve 3% of the time."""

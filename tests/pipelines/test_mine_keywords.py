@@ -109,6 +109,7 @@ def _files_text(folder):
             yield path, path.read_bytes()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_output_and_the_key_never_leaks(explanatory, tmp_path):
     # The server itself delivers the signal while it holds a request, so the run is always
     # interrupted mid-way, however slow or fast the machine is.

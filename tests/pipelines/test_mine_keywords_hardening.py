@@ -167,6 +167,7 @@ def _read_until(process, marker: bytes) -> list[bytes]:
     return lines
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_answers_in_flight_and_resume_does_not_ask_again(explanatory, tmp_path):
     out, cache = tmp_path / "keywords.json", tmp_path / "cache"
     with FakeOpenAIServer(responder=keyword_responder()) as server:

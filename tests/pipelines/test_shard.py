@@ -102,6 +102,38 @@ def test_second_run_keeps_every_split_and_a_new_keyword_file_redoes_only_train(p
     assert third.index["inputs"]["keywords"]["path"] == str(changed)
 
 
+def card_metadata(out):
+    """The YAML front matter of the shard set's dataset card."""
+    import yaml
+
+    text = (out / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def test_the_dataset_card_lists_every_split_of_the_index_and_a_rerun_rewrites_it(prepared, tmp_path):
+    out = tmp_path / "shards"
+    result = write(prepared, out)
+    metadata = card_metadata(out)
+    configs = {config["config_name"]: {files["split"]: files["path"] for files in config["data_files"]}
+               for config in metadata["configs"]}
+    expected = {}
+    for name, split in result.index["splits"].items():
+        paths = [entry["path"] for entry in split["shards"]]
+        expected.setdefault(split["source"], {})[split["split"]] = paths
+        expected.setdefault("all", {}).setdefault(split["split"], []).extend(paths)
+    assert configs == expected
+    assert all((out / path).is_file() for splits in configs.values() for paths in splits.values() for path in paths)
+    assert [config["config_name"] for config in metadata["configs"] if config.get("default")] == ["all"]
+    assert [info["config_name"] for info in metadata["dataset_info"]] == list(configs)
+    card = (out / "README.md").read_bytes()
+    (out / "README.md").write_text("stale")
+    again = write(prepared, out)  # nothing to do: every split is kept, the card is written again
+    assert len(again.skipped_splits) == len(again.index["splits"])
+    assert (out / "README.md").read_bytes() == card
+    assert json.loads((out / "index.json").read_text()) == again.index
+
+
 def test_missing_image_is_an_error_row_and_the_rest_is_written(prepared, tmp_path):
     import shutil
 

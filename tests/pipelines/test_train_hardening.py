@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from shard_edits import (copy_shard_set, edit_sample_json, keys_of, poison_index_path, shard_files,
                          truncate_inside_second_sample)
 from typer.testing import CliRunner
@@ -66,6 +67,7 @@ def test_shard_texts_skips_bad_samples_and_truncated_shards(demo_shards, tmp_pat
                for skip in skipped), skipped
 
 
+@pytest.mark.slow
 def test_training_over_bad_shards_records_every_skip(demo_shards, tmp_path):
     shards, bad, truncated, val_key = bad_shard_set(demo_shards, tmp_path / "set")
     out = tmp_path / "run"

@@ -1,4 +1,6 @@
-"""Our shards are plain WebDataset: Hugging Face `datasets` and `webdataset` read them as is."""
+"""Our shards are plain WebDataset and a shard set is a Hugging Face dataset as it stands:
+`datasets` (with the dataset card `keyseg shard` writes, or given the tar files) and
+`webdataset` read them as is."""
 
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ from loader_rank_worker import build_shard_set
 from PIL import Image
 
 from keyseg.data import resolve_shards
+from keyseg.shards.index import ShardSet
 from keyseg.shards.samples import decode_mask, hf_features
+from keyseg.shards.tario import iter_samples
+from pipelines import demo_data, prepare, shard
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +107,61 @@ def test_schema_check_and_hf_features_name_the_same_fields():
         broken = json.loads(json.dumps(sample))
         del broken["targets"][0][name]
         assert check_sample_json(broken) == f"bad json fields: targets[0].{name} is missing"
+
+
+# ------------------------------------------------------------- a shard set from keyseg shard
+@pytest.fixture(scope="module")
+def written_set(tmp_path_factory):
+    """`keyseg shard` output over the demo data: ReasonSeg (null ann_id) and refCOCO (ints)."""
+    root = tmp_path_factory.mktemp("written")
+    demo_data.run(demo_data.DemoDataConfig(out=root / "data", images=12))
+    prepare.run(prepare.PrepareConfig(data_dir=root / "data", out=root / "prepared", workers=1, show_progress=False))
+    shard.run(shard.ShardConfig(prepared=root / "prepared", out=root / "shards", workers=1, show_progress=False,
+                                maxcount=2))
+    shard_set = ShardSet.open(root / "shards")
+    assert shard_set.sources == ["reasonseg", "refcoco"] and len(shard_set.entries("reasonseg:val")) > 1
+    return shard_set
+
+
+def samples_of(shard_set, names):
+    """{key: sample json} read straight from the tars of the named splits."""
+    found = {}
+    for paths in shard_set.shard_paths(names).values():
+        for path in paths:
+            with open(path, "rb") as handle:
+                found.update((key, json.loads(members["json"])) for key, members in iter_samples(handle))
+    return found
+
+
+def check_split(dataset, expected: dict):
+    assert dataset.features == hf_features()
+    assert sorted(row["__key__"] for row in dataset) == sorted(expected)
+    for row in dataset:
+        assert row["json"] == expected[row["__key__"]]  # every field, nulls and ints as written
+        assert row["jpg"].size == (row["json"]["width"], row["json"]["height"])
+
+
+@pytest.mark.parametrize("source", ["reasonseg", "refcoco"])
+def test_load_dataset_reads_one_source_of_a_shard_set_by_its_folder(written_set, tmp_path, offline, source):
+    import datasets
+
+    loaded = datasets.load_dataset(str(written_set.folder), source, cache_dir=str(tmp_path / "hf-cache"))
+    names = [name for name in written_set.splits if written_set.source_and_split(name)[0] == source]
+    assert sorted(loaded) == sorted(written_set.source_and_split(name)[1] for name in names)
+    for name in names:
+        check_split(loaded[written_set.source_and_split(name)[1]], samples_of(written_set, name))
+
+
+def test_load_dataset_mixes_every_source_without_extra_arguments(written_set, tmp_path, offline):
+    """The default config merges splits by name: ReasonSeg's null ann_id comes first, then
+    refCOCO's integers, which fails when the schema is inferred; the card declares it."""
+    import datasets
+
+    loaded = datasets.load_dataset(str(written_set.folder), cache_dir=str(tmp_path / "hf-cache"))
+    assert sorted(loaded) == ["test", "testA", "testB", "train", "val"]
+    for part in loaded:
+        names = [name for name in written_set.splits if written_set.source_and_split(name)[1] == part]
+        check_split(loaded[part], samples_of(written_set, names))
+    assert {row["json"]["source"] for row in loaded["val"]} == {"reasonseg", "refcoco"}
+    ann_ids = {row["json"]["source"]: row["json"]["targets"][0]["ann_id"] for row in loaded["val"]}
+    assert ann_ids["reasonseg"] is None and isinstance(ann_ids["refcoco"], int)

@@ -48,6 +48,7 @@ def rank_reports(shard_root):
     return run_ranks(root, 2, "--modes", "train,eval", "--workers", "1", "--batches", "5", "--epochs", "2")
 
 
+@pytest.mark.slow
 def test_train_ranks_run_the_same_number_of_batches(shard_root, rank_reports):
     _, keys = shard_root
     assert [report["train"]["batches"] for report in rank_reports] == [[5, 5], [5, 5]]
@@ -57,6 +58,7 @@ def test_train_ranks_run_the_same_number_of_batches(shard_root, rank_reports):
     assert rank_reports[0]["train"]["keys"] != rank_reports[1]["train"]["keys"]
 
 
+@pytest.mark.slow
 def test_eval_ranks_see_every_sample_exactly_once(shard_root, rank_reports):
     _, keys = shard_root
     per_rank = [report["eval"]["keys"] for report in rank_reports]

@@ -94,7 +94,13 @@ def test_triptych_draws_target_outline_on_prediction_panel():
     coloured = np.abs(panel - 128).max(axis=2) > 30
     coloured[int(PANEL_HEIGHT * (1 - 1 / 8)) - 2:] = False
     coloured[:20] = False  # panel label
-    assert coloured.sum() > 50
+    # It traces the target square (rows h/4..h/2, columns w/4..w/2, scaled) and leaves its inside alone.
+    top, bottom = PANEL_HEIGHT * 1 / 4, PANEL_HEIGHT * 1 / 2
+    left, right = pw * 1 / 4, pw * 1 / 2
+    rows, cols = np.nonzero(coloured)
+    assert abs(rows.min() - top) <= 3 and abs(rows.max() - bottom) <= 3
+    assert abs(cols.min() - left) <= 3 and abs(cols.max() - right) <= 3
+    assert not coloured[round(top) + 4: round(bottom) - 4, round(left) + 4: round(right) - 4].any()
 
 
 def test_triptych_tiny_target_still_outlined():
@@ -105,10 +111,15 @@ def test_triptych_tiny_target_still_outlined():
     picture = triptych(image, target, np.zeros(target.shape, bool), "tiny", 0.0)
     pw = panel_width(3000, 4000)
     truth = picture[BANNER_HEIGHT:, pw + GAP: 2 * pw + GAP].astype(int)
-    assert (np.abs(truth - 128).max(axis=2) > 30)[20:].any()
+    marked = np.abs(truth - 128).max(axis=2) > 30
+    marked[:20] = False  # panel label
+    # Marked, and only around where the target is: the middle of the panel.
+    rows, cols = np.nonzero(marked)
+    assert rows.size and np.abs(rows - PANEL_HEIGHT / 2).max() <= 6 and np.abs(cols - pw / 2).max() <= 6
 
 
-@pytest.mark.parametrize("caption", ["Où est le café ☕ ?", "漢字だけ", "tab\tand\nnewline", "", "x" * 500])
+@pytest.mark.parametrize("caption", ["Où est le café ☕ ?", "café ’quoted’ shape", "漢字だけ", "tab\tand\nnewline", "",
+                                     "x" * 500])
 def test_triptych_odd_captions_do_not_crash(caption):
     picture = triptych(*scene(), caption, float("nan"))
     assert picture.shape[0] == BANNER_HEIGHT + PANEL_HEIGHT

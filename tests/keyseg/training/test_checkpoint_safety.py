@@ -92,6 +92,7 @@ def assert_refused(exit_code: int, output: str, poisoned: Path, name: str, marke
     assert str(poisoned) in errors[0] and name in errors[0], errors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file_name,payload,name", HOSTILE, ids=["model_states", "optim_states"])
 @pytest.mark.parametrize("command", ["export", "evaluate", "predict"])
 def test_a_checkpoint_that_runs_code_is_refused_when_read(run_dir, demo_shards, tmp_path, command, file_name,
@@ -111,6 +112,7 @@ def test_a_checkpoint_that_runs_code_is_refused_when_read(run_dir, demo_shards, 
         assert not (tmp_path / "exported" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_train_resume_refuses_a_checkpoint_that_runs_code(run_dir, demo_shards, tmp_path):
     # The engine reads the model states file first; the optimizer states file goes through the
     # same loader (refused in the export/evaluate/predict cases above): one case is enough here.
@@ -156,6 +158,7 @@ def test_a_pickle_torch_does_not_write_is_refused_and_named(tmp_path):
     assert str(refused.value).startswith(f"{tmp_path / 'states.pt'}: refusing to load it")
 
 
+@pytest.mark.slow
 def test_the_allow_list_is_what_deepspeed_writes(run_dir):
     """The real checkpoint needs exactly the listed DeepSpeed classes: nothing missing (it
     would not load) and each listed one is really a class DeepSpeed writes here."""
@@ -189,6 +192,7 @@ def learning_rates(run: Path) -> dict[int, float]:
     return {line["step"]: line["lr"] for line in lines if "step" in line and "lr" in line}
 
 
+@pytest.mark.slow
 def test_a_clean_resume_restores_step_optimizer_scheduler_and_rng(run_dir, resumed_dir):
     """Resumed through the restricted loader, step 3 gives the uninterrupted run's checkpoint."""
     from keyseg.training.checkpoints import load_zero_state_dict
@@ -222,11 +226,13 @@ def test_a_clean_resume_restores_step_optimizer_scheduler_and_rng(run_dir, resum
         torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_a_clean_resume_continues_the_torch_rng_exactly(run_dir, resumed_dir):
     rng = [json.loads((tag / "checkpoints" / LAST / "rng_rank0.json").read_text()) for tag in (resumed_dir, run_dir)]
     assert rng[0]["torch"] == rng[1]["torch"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file_name", [HOSTILE[0][0], HOSTILE[1][0]])
 def test_a_truncated_checkpoint_file_is_one_line(run_dir, tmp_path, file_name):
     run = tmp_path / "run"
