@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import stat
 import subprocess
@@ -125,12 +126,7 @@ def test_files_are_world_readable_and_no_temporary_file_is_left(tmp_path):
 
 def test_an_old_config_without_model_type_still_loads(saved, tmp_path):
     model, tokenizer, folder = saved
-    old = tmp_path / "old"
-    old.mkdir()
-    for path in folder.rglob("*"):
-        if path.is_file():
-            (old / path.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
-            (old / path.relative_to(folder)).write_bytes(path.read_bytes())
+    old = shutil.copytree(folder, tmp_path / "old")
     (old / "config.json").write_text(json.dumps(model.config.to_dict()))  # as exported before
     reloaded, _ = load_pretrained(old)
     assert reloaded.config == model.config
@@ -152,12 +148,7 @@ def test_weights_that_do_not_match_the_config_are_refused(saved, tmp_path, chang
     from safetensors.torch import load_file, save_file
 
     _, _, folder = saved
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for path in folder.rglob("*"):
-        if path.is_file():
-            (broken / path.relative_to(folder)).parent.mkdir(parents=True, exist_ok=True)
-            (broken / path.relative_to(folder)).write_bytes(path.read_bytes())
+    broken = shutil.copytree(folder, tmp_path / "broken")
     state = load_file(str(folder / "model.safetensors"))
     if change == "missing":
         del state["mm_projector.weight"]
