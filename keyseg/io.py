@@ -10,15 +10,32 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
-def _default_file_mode() -> int:
-    # mkstemp creates 0600 files; outputs get the usual mode (0666 less the umask).
+def default_file_mode() -> int:
+    """The usual mode of a new file (0666 less the umask); mkstemp's files are 0600."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_output_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path next to `path` for a writer that needs a file name (safetensors);
+    renamed to `path` with the usual file mode when the block succeeds, removed otherwise."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -34,7 +51,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(tmp_name, _default_file_mode())
+        os.chmod(tmp_name, default_file_mode())
         os.replace(tmp_name, path)
     except BaseException as error:
         # Also on KeyboardInterrupt: the temp file must not linger next to real outputs.

@@ -21,11 +21,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from keyseg.errors import DataError
-from keyseg.io import atomic_write_json, atomic_write_text
+from keyseg.io import atomic_output_path, atomic_write_json, atomic_write_text, default_file_mode
 
 MODEL_TYPE = "keyseg"  # keyseg.hf_config.MODEL_TYPE, without importing transformers
 CONFIG_FILE = "config.json"
@@ -57,7 +56,7 @@ def save_pretrained(model, tokenizer, folder: str | Path, *, train_config: dict 
         raise ValueError(f"merge LoRA before saving (keyseg.model.params.merge_lora): {lora[:3]}")
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in model.state_dict().items()}
-    with _atomic_path(folder / WEIGHTS_FILE) as tmp:
+    with atomic_output_path(folder / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "keyseg": "1"})
     del tensors
     _save_tokenizer(tokenizer, folder / TOKENIZER_DIR)
@@ -86,27 +85,6 @@ def write_model_card(folder: str | Path, base_model: str | None = None) -> Path:
     return folder / CARD_FILE
 
 
-def _file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextmanager
-def _atomic_path(path: Path):
-    """A temporary path next to `path` for a writer that wants a file name; renamed to
-    `path` with the usual file mode (mkstemp's is 0600) when the block succeeds."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_tokenizer(tokenizer, folder: Path) -> None:
     """`tokenizer.save_pretrained` into a temporary folder, then each file renamed into
     `folder`; files of an older tokenizer that the new one does not write are removed."""
@@ -115,7 +93,7 @@ def _save_tokenizer(tokenizer, folder: Path) -> None:
         tokenizer.save_pretrained(tmp)
         written = sorted(path for path in Path(tmp).iterdir() if path.is_file())
         for path in written:
-            os.chmod(path, _file_mode())
+            os.chmod(path, default_file_mode())
             os.replace(path, folder / path.name)
     names = {path.name for path in written}
     for stale in folder.iterdir():

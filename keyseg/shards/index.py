@@ -61,19 +61,6 @@ def shard_path(folder: str | Path, entry: dict) -> Path:
     return confined_path(path.parent, entry["path"], source=path).absolute()
 
 
-def split_shard_paths(folder: str | Path, names: str | list[str], index: dict | None = None) -> dict[str, list[Path]]:
-    """Shard files per split name; an unknown split is a usage error naming the ones there are."""
-    index = read_index(folder) if index is None else index
-    names = [names] if isinstance(names, str) else list(names)
-    found = {}
-    for name in names:
-        if name not in index["splits"]:
-            raise UsageError(f"{index_path(folder)} has no split {name!r} "
-                             f"(has: {', '.join(sorted(index['splits'])) or 'none'})")
-        found[name] = [shard_path(folder, entry) for entry in index["splits"][name]["shards"]]
-    return found
-
-
 def split_sample_count(index: dict, name: str) -> int | None:
     """Samples the index records for a split (None for an index without counts)."""
     shards = index["splits"][name]["shards"]
@@ -131,7 +118,13 @@ class ShardSet:
     def shard_paths(self, names: str | list[str], must_exist: bool = False) -> dict[str, list[Path]]:
         """Shard files per split. An unknown split is a UsageError naming the ones there are;
         with `must_exist`, a missing shard is a DataError before any work starts."""
-        found = split_shard_paths(self.folder, names, self.index)
+        names = [names] if isinstance(names, str) else list(names)
+        found = {}
+        for name in names:
+            if name not in self.index["splits"]:
+                raise UsageError(f"{self.index_file} has no split {name!r} "
+                                 f"(has: {', '.join(sorted(self.index['splits'])) or 'none'})")
+            found[name] = [self.shard_path(entry) for entry in self.entries(name)]
         if must_exist:
             for name, paths in found.items():
                 for path in paths:

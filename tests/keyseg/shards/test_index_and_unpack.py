@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from cli import app
 from keyseg.data import resolve_shards
 from keyseg.errors import DataError, UsageError
-from keyseg.shards.index import read_index, split_shard_paths
+from keyseg.shards.index import ShardSet, read_index
 from keyseg.shards.tario import UnsafeMemberError, unpack_shard
 from shard_edits import write_members
 
@@ -49,7 +49,7 @@ def test_index_paths_come_back_absolute_even_from_a_relative_folder(tmp_path, mo
     folder = tmp_path / "set"
     write_index(folder, ["reasonseg/val/a.tar"])
     monkeypatch.chdir(folder)
-    assert split_shard_paths(".", "reasonseg:val")["reasonseg:val"] == [folder / "reasonseg/val/a.tar"]
+    assert ShardSet.open(".").shard_paths("reasonseg:val")["reasonseg:val"] == [folder / "reasonseg/val/a.tar"]
 
 
 def test_a_symlink_out_of_the_shard_set_is_refused(tmp_path):
@@ -58,7 +58,7 @@ def test_a_symlink_out_of_the_shard_set_is_refused(tmp_path):
     (tmp_path / "secret.tar").write_bytes(b"x")
     os.symlink(tmp_path / "secret.tar", folder / "link.tar")
     with pytest.raises(DataError, match="resolves outside"):
-        split_shard_paths(folder, "reasonseg:val")
+        ShardSet.open(folder).shard_paths("reasonseg:val")
 
 
 def test_command_line_urls_are_still_accepted(tmp_path):
@@ -79,7 +79,7 @@ def test_a_malformed_index_is_one_data_error(tmp_path, text, reason):
 def test_an_unknown_split_is_a_usage_error(tmp_path):
     write_index(tmp_path, ["a.tar"])
     with pytest.raises(UsageError, match="has: reasonseg:val"):
-        split_shard_paths(tmp_path, "refcoco:val")
+        ShardSet.open(tmp_path).shard_paths("refcoco:val")
 
 
 def hostile_shard(path, names):
