@@ -22,7 +22,7 @@ DEMO_SPLITS   := --split reasonseg:val --split reasonseg:test
 # refCOCO val has gold keywords (the expression is a refer sample's keyword): the trained
 # model's keyword-match rate is measured there.
 DEMO_KEYWORD_SPLIT := --split refcoco:val
-TIMED          = $(BIN)/python -m pipelines.demo time $(1) $(DEMO_DIR)/times --
+TIMED          = $(BIN)/keyseg demo-report time --stage $(1) --times-dir $(DEMO_DIR)/times --
 
 .PHONY: setup test demo bench clean-demo reproduce reproduce-check readme-pictures
 
@@ -40,19 +40,19 @@ test: setup
 demo: setup $(DEMO_DIR)/summary.json
 
 $(DEMO_DATA)/demo_data_config.json: | $(STAMP)
-	$(call TIMED,demo-data) $(BIN)/keyseg demo-data $(DEMO_DATA) --images $(DEMO_IMAGES)
+	$(call TIMED,demo-data) $(BIN)/keyseg demo-data --out $(DEMO_DATA) --images $(DEMO_IMAGES)
 
 $(DEMO_PREPARED)/prepare_stats.json: $(DEMO_DATA)/demo_data_config.json
 	$(call TIMED,prepare) $(BIN)/keyseg prepare --data-dir $(DEMO_DATA) --out $(DEMO_PREPARED) --visualize 4
 
 $(DEMO_KEYWORDS): $(DEMO_DATA)/demo_data_config.json
 	$(call TIMED,mine-keywords) $(BIN)/keyseg mine-keywords generate \
-		$(DEMO_DATA)/reason_seg/ReasonSeg/explanatory/train.json --backend heuristic --out $@
+		--input $(DEMO_DATA)/reason_seg/ReasonSeg/explanatory/train.json --backend heuristic --out $@
 
 $(DEMO_SHARDS)/index.json: $(DEMO_PREPARED)/prepare_stats.json $(DEMO_KEYWORDS)
 	$(call TIMED,shard) $(BIN)/keyseg shard --prepared $(DEMO_PREPARED) --out $(DEMO_SHARDS) --keywords $(DEMO_KEYWORDS)
-	$(call TIMED,verify) $(BIN)/keyseg shards verify $(DEMO_SHARDS)
-	$(BIN)/keyseg shards stats $(DEMO_SHARDS)
+	$(call TIMED,verify) $(BIN)/keyseg shards verify --shards $(DEMO_SHARDS)
+	$(BIN)/keyseg shards stats --shards $(DEMO_SHARDS)
 
 $(DEMO_DIR)/untrained/export/config.json: $(DEMO_SHARDS)/index.json $(DEMO_CONFIG)
 	$(BIN)/keyseg train --config demo --shards $(DEMO_SHARDS) --out $(DEMO_DIR)/untrained --max-steps 0 $(DEMO_TRAIN_ARGS)
@@ -70,11 +70,11 @@ $(DEMO_DIR)/eval_after/metrics.json: $(DEMO_TRAIN)/export/config.json
 		--model $(DEMO_TRAIN)/export --out $(DEMO_DIR)/eval_after --visualize 6
 
 $(DEMO_DIR)/summary.json: $(DEMO_DIR)/eval_before/metrics.json $(DEMO_DIR)/eval_after/metrics.json
-	$(BIN)/python -m pipelines.demo summary $(DEMO_DIR)
+	$(BIN)/keyseg demo-report summary --demo-dir $(DEMO_DIR)
 
 # The README's pictures (docs/images/) from the last `make demo`.
 readme-pictures: demo
-	$(BIN)/python -m pipelines.demo pictures $(DEMO_DIR) $(DEMO_SHARDS) docs/images
+	$(BIN)/keyseg demo-report pictures --demo-dir $(DEMO_DIR) --shards $(DEMO_SHARDS) --out docs/images
 
 clean-demo:
 	rm -rf $(DEMO_DIR) $(DEMO_SHARDS)
@@ -104,19 +104,19 @@ REPRO_SHARDS ?= shards/keyseg
 REPRO_KEYWORDS := $(REPRO_DIR)/keyword_outputs.json
 
 reproduce-check: setup
-	$(BIN)/python -m pipelines.reproduce_check "$(DATA_DIR)" "$(LISA_CKPT)" "$(CLIP_DIR)" "$(SAM_CKPT)" "$(GPUS)" "$(LLM_BASE_URL)" "$(LLM_MODEL)" "$(PRESET)"
+	$(BIN)/keyseg reproduce-check --data-dir "$(DATA_DIR)" --lisa-ckpt "$(LISA_CKPT)" --clip-dir "$(CLIP_DIR)" --sam-ckpt "$(SAM_CKPT)" --gpus $(GPUS) --llm-base-url "$(LLM_BASE_URL)" --llm-model "$(LLM_MODEL)" --preset "$(PRESET)"
 
 reproduce: reproduce-check
 	$(BIN)/keyseg prepare --data-dir $(DATA_DIR) --out $(REPRO_DIR)/prepared
 ifneq ($(LLM_MODEL),)
-	$(BIN)/keyseg mine-keywords generate $(DATA_DIR)/reason_seg/ReasonSeg/explanatory/train.json \
+	$(BIN)/keyseg mine-keywords generate --input $(DATA_DIR)/reason_seg/ReasonSeg/explanatory/train.json \
 		--base-url "$(LLM_BASE_URL)" --model "$(LLM_MODEL)" --out $(REPRO_KEYWORDS)
 else
-	$(BIN)/keyseg mine-keywords validate $(DATA_DIR)/reason_seg/ReasonSeg/explanatory_key/keyword_outputs.json \
+	$(BIN)/keyseg mine-keywords validate --keywords $(DATA_DIR)/reason_seg/ReasonSeg/explanatory_key/keyword_outputs.json \
 		--fix $(REPRO_KEYWORDS)
 endif
 	$(BIN)/keyseg shard --prepared $(REPRO_DIR)/prepared --out $(REPRO_SHARDS) --keywords $(REPRO_KEYWORDS)
-	$(BIN)/keyseg shards verify $(REPRO_SHARDS)
+	$(BIN)/keyseg shards verify --shards $(REPRO_SHARDS)
 	$(BIN)/keyseg train --config $(PRESET) --shards $(REPRO_SHARDS) --out $(REPRO_DIR)/train --gpus $(GPUS) \
 		--resume auto init.lisa=$(LISA_CKPT) init.vision=$(CLIP_DIR) $(if $(SAM_CKPT),init.sam=$(SAM_CKPT),)
 	$(BIN)/keyseg evaluate --shards $(REPRO_SHARDS) --split reasonseg:val --split reasonseg:test \

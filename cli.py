@@ -1,6 +1,10 @@
 """The `keyseg` command line: parses arguments, calls `pipelines/<stage>.py`, sets the exit code.
 
 Nothing else lives here: every stage is a `run(config)` that can be called from Python.
+Conventions, the same on every command: inputs and outputs are named options (`--out` is
+always where results go, `--shards` always a shard set folder), `--progress/--no-progress`
+and `--quiet` are accepted everywhere, and the exit code is 0 (done), 1 (some records
+failed, or bad data), 2 (bad usage) or 130 (interrupted).
 """
 
 from __future__ import annotations
@@ -70,30 +74,36 @@ def _call(function, *args, **kwargs):
         raise typer.Exit(130) from None
 
 
-def _run_stage(stage, config):
-    """Run a stage through `_call`; a stage whose result lists failed records exits 1."""
-    result = _call(stage.run, config, console=console)
-    if getattr(result, "errors", None):
+def _run_stage(stage, config, quiet: bool = False):
+    """Run `stage.run(config)` through `_call`; a result with failed records exits 1.
+
+    With `quiet` the stage prints nothing; errors still reach standard error."""
+    stage_console = Console(stderr=True, quiet=quiet) if quiet else console
+    result = _call(stage.run, config, console=stage_console)
+    if result.failed:
         raise typer.Exit(1)
     return result
 
 
+# Options every command takes (Typer reads these markers as defaults).
+_progress = typer.Option(True, "--progress/--no-progress", help="Show progress (a bar, or a spinner for one long step).")
+_quiet = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (reports and outputs are still written).")
+
+
 @app.command("demo-data")
 def demo_data(
-    out: Path = typer.Argument(..., help="Folder to write the demo data set into (reason_seg/ and refer_seg/)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the demo data set into (reason_seg/ and refer_seg/)."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives byte-identical files."),
     images: int = typer.Option(48, min=8, help="ReasonSeg images in total (train/val/test 50/25/25); refCOCO gets as many."),
     width: int = typer.Option(320, min=64, help="Image width in pixels (as displayed, after EXIF orientation)."),
     height: int = typer.Option(240, min=64, help="Image height in pixels."),
+    progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Write a small synthetic data set in the native ReasonSeg and refCOCO layouts."""
     from pipelines import demo_data as stage
 
-    summary = _call(stage.run, stage.DemoDataConfig(out=out, seed=seed, images=images, width=width, height=height))
-    reason, refer = summary["reason_seg"], summary["refcoco"]
-    splits = "/".join(str(count) for count in reason["splits"].values())
-    console.print(f"demo data written to {escape(str(out))}: ReasonSeg train/val/test {splits} images, "
-                  f"refCOCO {refer['images']} images with {sum(refer['refs_per_split'].values())} refs")
+    _run_stage(stage, stage.DemoDataConfig(out=out, seed=seed, images=images, width=width, height=height,
+                                           show_progress=progress), quiet)
 
 
 @app.command()
@@ -114,12 +124,12 @@ def prepare(
         False, "--decode-images",
         help="Decode every image with OpenCV to prove it is readable (slower); by default only the header and EXIF are read.",
     ),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
     max_image_pixels: Optional[int] = typer.Option(
         None, "--max-image-pixels", min=1,
         help="Refuse images (and instances.json sizes, RLE sizes) with more pixels than this, unread; "
              "default 100000000.",
     ),
+    progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Turn ReasonSeg polygons and refCOCO refs into target/ignore masks and JSON Lines manifests.
 
@@ -134,7 +144,7 @@ def prepare(
         strict=strict, visualize=visualize, decode_images=decode_images, show_progress=progress,
         **({"max_image_pixels": max_image_pixels} if max_image_pixels is not None else {}),
     )
-    _run_stage(stage, config)
+    _run_stage(stage, config, quiet)
 
 
 mine_keywords_app = typer.Typer(
@@ -148,12 +158,10 @@ _BACKEND_HELP = ("openai (any OpenAI-compatible server), hf (a local transformer
                  "else heuristic.")
 
 
-def _mine_keywords(mode: str, **options) -> None:
+def _mine_keywords(mode: str, quiet: bool, **options) -> None:
     from pipelines import mine_keywords as stage
 
-    result = _call(stage.run, stage.MineKeywordsConfig(mode=mode, **options), console=console)
-    if result.summary.get("failures"):
-        raise typer.Exit(1)
+    _run_stage(stage, stage.MineKeywordsConfig(mode=mode, **options), quiet)
 
 
 # Options shared by both subcommands (Typer reads these markers as defaults).
@@ -170,12 +178,11 @@ _interrupt_grace = typer.Option(5.0, min=0.0, help="Seconds the requests in flig
 _cache_dir = typer.Option(None, help="Answer cache folder (default: ~/.cache/keyseg/keywords).")
 _cache = typer.Option(True, help="Reuse and store answers in the cache.")
 _price = typer.Option(None, help="US$ per million tokens, IN or IN,OUT, for a cost estimate.")
-_progress = typer.Option(True, help="Show a progress bar.")
 
 
 @mine_keywords_app.command("generate")
 def mine_keywords_generate(
-    input: Path = typer.Argument(..., help="explanatory/train.json, or a prepared reasonseg train manifest.jsonl."),
+    input: Path = typer.Option(..., "--input", help="explanatory/train.json, or a prepared reasonseg train manifest.jsonl."),
     out: Optional[Path] = typer.Option(None, help="Keyword file to write (default: ReasonSeg/explanatory_key/keyword_outputs.json next to the input's explanatory folder)."),
     backend: str = _backend, base_url: Optional[str] = _base_url, model: Optional[str] = _model,
     api_key_env: str = _api_key_env, concurrency: int = _concurrency, requests_per_minute: Optional[float] = _rpm,
@@ -183,12 +190,12 @@ def mine_keywords_generate(
     interrupt_grace: float = _interrupt_grace, cache_dir: Optional[Path] = _cache_dir, cache: bool = _cache,
     report: Optional[Path] = typer.Option(None, help="Report JSON (default: beside the output, *.report.json)."),
     price_per_mtok: Optional[str] = _price,
-    batch_file: Optional[Path] = typer.Option(None, help="Write the requests in OpenAI Batch API input format to this file and stop."),
-    batch_results: Optional[Path] = typer.Option(None, help="Batch API output file to ingest before mining."),
-    progress: bool = _progress,
+    batch_file: Optional[Path] = typer.Option(None, "--batch-api-requests", help="Write the requests in OpenAI Batch API input format to this file and stop."),
+    batch_results: Optional[Path] = typer.Option(None, "--batch-api-results", help="OpenAI Batch API output file to ingest before mining."),
+    progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Mine one grounded keyword per record; ungrounded answers get one retry, then a flag (keyword null)."""
-    _mine_keywords("generate", input=input, out=out, backend=backend, base_url=base_url, model=model,
+    _mine_keywords("generate", quiet, input=input, out=out, backend=backend, base_url=base_url, model=model,
                    api_key_env=api_key_env, concurrency=concurrency, requests_per_minute=requests_per_minute,
                    timeout=timeout, max_attempts=max_attempts, max_retry_wait=max_retry_wait,
                    interrupt_grace=interrupt_grace, cache_dir=cache_dir, use_cache=cache, report=report,
@@ -198,7 +205,7 @@ def mine_keywords_generate(
 
 @mine_keywords_app.command("validate")
 def mine_keywords_validate(
-    keywords: Path = typer.Argument(..., help="A keyword_outputs.json to check (never modified)."),
+    keywords: Path = typer.Option(..., "--keywords", help="A keyword_outputs.json to check (never modified)."),
     backend: str = _backend, base_url: Optional[str] = _base_url, model: Optional[str] = _model,
     api_key_env: str = _api_key_env, concurrency: int = _concurrency, requests_per_minute: Optional[float] = _rpm,
     timeout: float = _timeout, max_attempts: int = _max_attempts, max_retry_wait: float = _max_retry_wait,
@@ -206,10 +213,10 @@ def mine_keywords_validate(
     report: Optional[Path] = typer.Option(None, help="Report JSON (default: ./<name>.validation.json, or beside --fix)."),
     fix: Optional[Path] = typer.Option(None, help="Write a corrected copy here: bad keywords replaced by a grounded one, or null."),
     price_per_mtok: Optional[str] = _price,
-    progress: bool = _progress,
+    progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Give every keyword a verdict: ok, ungrounded, not_a_noun_phrase, or disagrees (with an LLM's own)."""
-    _mine_keywords("validate", input=keywords, backend=backend, base_url=base_url, model=model,
+    _mine_keywords("validate", quiet, input=keywords, backend=backend, base_url=base_url, model=model,
                    api_key_env=api_key_env, concurrency=concurrency, requests_per_minute=requests_per_minute,
                    timeout=timeout, max_attempts=max_attempts, max_retry_wait=max_retry_wait,
                    interrupt_grace=interrupt_grace, cache_dir=cache_dir, use_cache=cache, report=report,
@@ -227,11 +234,11 @@ def shard(
     maxsize: int = typer.Option(300_000_000, min=1, help="Bytes per shard, about (a shard closes once it passes this)."),
     seed: int = typer.Option(0, help="Seed of the write-time shuffle; same inputs and seed give byte-identical shards."),
     workers: int = typer.Option(0, min=0, help="Worker processes; 0 means one per core."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
     max_image_pixels: Optional[int] = typer.Option(
         None, "--max-image-pixels", min=1,
         help="Refuse images and masks with more pixels than this (read from their headers); default 100000000.",
     ),
+    progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Write prepared images, masks (as COCO RLE), texts and keywords into WebDataset shards plus index.json."""
     from pipelines import shard as stage
@@ -240,7 +247,7 @@ def shard(
                                splits=list(split or []), maxcount=maxcount, maxsize=maxsize, seed=seed,
                                workers=workers, show_progress=progress,
                                **({"max_image_pixels": max_image_pixels} if max_image_pixels is not None else {}))
-    _run_stage(stage, config)
+    _run_stage(stage, config, quiet)
 
 
 shards_app = typer.Typer(help="Inspect shard sets: verify, stats, unpack.", no_args_is_help=True)
@@ -249,50 +256,50 @@ app.add_typer(shards_app, name="shards")
 
 @shards_app.command("verify")
 def shards_verify(
-    shards: Path = typer.Argument(..., help="Shard set folder (with index.json)."),
+    shards: Path = typer.Option(..., "--shards", help="Shard set folder (with index.json)."),
     decode_images: bool = typer.Option(True, help="Decode every image fully with OpenCV (else header only)."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
     max_image_pixels: Optional[int] = typer.Option(
         None, "--max-image-pixels", min=1,
         help="An image with more pixels (read from its header, before decoding) is a bad sample. Default 100,000,000.",
     ),
+    progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Re-hash every shard, decode every sample; report corrupt or truncated shards and bad samples (exit 1)."""
     from pipelines import shards_verify as stage
 
-    result = _call(stage.run, stage.VerifyConfig(shards=shards, decode_images=decode_images, show_progress=progress,
-                                                 max_image_pixels=max_image_pixels), console=console)
-    if result.problems:
-        raise typer.Exit(1)
+    _run_stage(stage, stage.VerifyConfig(shards=shards, decode_images=decode_images, show_progress=progress,
+                                         max_image_pixels=max_image_pixels), quiet)
 
 
 @shards_app.command("stats")
 def shards_stats(
-    shards: Path = typer.Argument(..., help="Shard set folder (with index.json)."),
+    shards: Path = typer.Option(..., "--shards", help="Shard set folder (with index.json)."),
     picture: bool = typer.Option(True, help="Write stats.png (histograms of image sizes and mask areas)."),
     max_image_pixels: Optional[int] = typer.Option(
         None, "--max-image-pixels", min=1,
         help="A sample whose json claims more pixels is a bad sample. Default 100,000,000.",
     ),
+    progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Counts, sizes, targets per image and keyword coverage; writes stats.json and stats.png.
 
     Bad samples and shards are counted and listed (the statistics cover the good ones); exit 1 if any."""
     from pipelines import shards_stats as stage
 
-    _run_stage(stage, stage.StatsConfig(shards=shards, picture=picture, max_image_pixels=max_image_pixels))
+    _run_stage(stage, stage.StatsConfig(shards=shards, picture=picture, max_image_pixels=max_image_pixels,
+                                        show_progress=progress), quiet)
 
 
 @shards_app.command("unpack")
 def shards_unpack(
-    shard_file: Path = typer.Argument(..., help="One .tar shard."),
-    out: Path = typer.Argument(..., help="Folder to extract its members into."),
+    shard_file: Path = typer.Option(..., "--shard", help="One .tar shard."),
+    out: Path = typer.Option(..., "--out", help="Folder to extract its members into."),
+    progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Extract a shard's files for inspection; member names that could escape OUT are refused."""
-    from keyseg.shards.tario import unpack_shard
+    from pipelines import shards_unpack as stage
 
-    written = _call(unpack_shard, shard_file, out)
-    console.print(f"{len(written)} files written to {escape(str(out))}")
+    _run_stage(stage, stage.UnpackConfig(shard=shard_file, out=out, show_progress=progress), quiet)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -305,7 +312,7 @@ def train(
     resume: Optional[str] = typer.Option(None, help="auto (the latest checkpoint in OUT, if any) or a checkpoint tag folder."),
     gpus: int = typer.Option(0, min=0, help="Launch this many processes with torchrun (0: run in this process, e.g. under your own launcher)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve the config, build the model on the meta device, count parameters, print the DeepSpeed config; no weights or data."),
-    progress: bool = typer.Option(True, help="Show a progress bar (rank 0)."),
+    progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Train KeySeg with DeepSpeed on streamed shards. Extra arguments KEY=VALUE override the config
     (e.g. optim.lr=1e-4 model.fusion=none data.workers=4); unknown keys are errors listing the valid ones."""
@@ -320,27 +327,24 @@ def train(
 
         from keyseg.training.launch import torchrun_command
 
-        command = torchrun_command(gpus, sys.argv[1:])
-        raise typer.Exit(subprocess.call(command))
+        raise typer.Exit(subprocess.call(torchrun_command(gpus, "cli", sys.argv[1:])))
     if not dry_run and shards is None:
         _fail("--shards is required (a folder written by keyseg shard)")
     run = stage.TrainRun(config=train_config, shards=shards or Path("."), out=out, max_steps=max_steps,
                          resume=resume, dry_run=dry_run, show_progress=progress)
-    result = _call(stage.run, run, console=console)
-    if not dry_run and os.environ.get("RANK", "0") == "0":
-        console.print(f"trained {result.steps} steps: {result.samples_per_second:.1f} images/s, "
-                      f"data wait {100 * result.data_wait_fraction:.0f}%, best val gIoU {result.best_giou}")
+    _run_stage(stage, run, quiet)
 
 
 @app.command()
 def export(
-    checkpoint: Path = typer.Argument(..., help="A training run folder (its latest checkpoint), its checkpoints/ folder, or one tag folder (e.g. OUT/checkpoints/best)."),
-    out: Path = typer.Argument(..., help="Folder for the exported model (safetensors + tokenizer + configs + provenance)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A training run folder (its latest checkpoint), its checkpoints/ folder, or one tag folder (e.g. RUN/checkpoints/best)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the exported model (safetensors + tokenizer + configs + provenance)."),
+    progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Consolidate ZeRO shards, merge LoRA, and write a self-describing model folder."""
     from pipelines import export as stage
 
-    _call(stage.run, stage.ExportConfig(checkpoint=checkpoint, out=out), console=console)
+    _run_stage(stage, stage.ExportConfig(checkpoint=checkpoint, out=out, show_progress=progress), quiet)
 
 
 @app.command()
@@ -354,10 +358,10 @@ def evaluate(
     allow_skips: bool = typer.Option(False, "--allow-skips", help="Exit 0 even when samples could not be scored (corrupt or truncated shards); they are listed in metrics.json either way."),
     generate: bool = typer.Option(False, "--generate", help="Free generation instead of the reference teacher-forced answer \"[SEG]. [KEY].\"."),
     refer_protocol: str = typer.Option("lisa", "--refer-protocol", help="refCOCO family: 'lisa' scores every sentence of every ref (LISA's validation); 'release' the first sentence of each ref, asked bare (the KeySeg release's test)."),
-    batch_size: int = typer.Option(4, min=1, help="Images per forward."),
+    batch_size: int = typer.Option(4, min=1, help="Samples per data-loader batch (each query still runs in its own forward, as in LISA)."),
     visualize: int = typer.Option(0, min=0, help="Gallery of the K worst and K best queries (gallery/index.html)."),
     gpus: int = typer.Option(0, min=0, help="Evaluate with this many processes (torchrun); each sample exactly once."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """gIoU / cIoU by the LISA protocol for a model, or for any model's predicted masks."""
     from pipelines import evaluate as stage
@@ -368,12 +372,12 @@ def evaluate(
 
         from keyseg.training.launch import torchrun_command
 
-        raise typer.Exit(subprocess.call(torchrun_command(gpus, sys.argv[1:])))
+        raise typer.Exit(subprocess.call(torchrun_command(gpus, "cli", sys.argv[1:])))
     config = stage.EvaluateConfig(shards=shards, splits=list(split), out=out, model=model, predictions=predictions,
                                   missing_as_empty=missing_as_empty, generate=generate, batch_size=batch_size,
                                   visualize=visualize, show_progress=progress, allow_skips=allow_skips,
                                   refer_protocol=refer_protocol)
-    _run_stage(stage, config)
+    _run_stage(stage, config, quiet)
 
 
 @app.command()
@@ -381,15 +385,78 @@ def predict(
     model: Path = typer.Option(..., help="An exported model folder or a training run/checkpoint."),
     image: Optional[Path] = typer.Option(None, help="Image file."),
     query: Optional[str] = typer.Option(None, help="What to segment, a phrase or a question."),
-    batch: Optional[Path] = typer.Option(None, help="JSONL file of {\"image\": path, \"query\": text, \"id\": optional name} lines instead of --image/--query; image paths as on the command line (absolute or relative to the current folder)."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="JSONL file of {\"image\": path, \"query\": text, \"id\": optional name} lines instead of --image/--query; image paths as on the command line (absolute or relative to the current folder). A bad line is reported and skipped."),
     out: Path = typer.Option(Path("predictions"), help="Folder for <id>_mask.png, <id>_overlay.png and predictions.jsonl."),
     generate: bool = typer.Option(True, help="Generate the answer freely (else the teacher-forced \"[SEG]. [KEY].\")."),
+    progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Segment what a query asks for in an image; print the answer and keyword; write mask and overlay PNGs."""
     from pipelines import predict as stage
 
-    _run_stage(stage, stage.PredictConfig(model=model, out=out, image=image, query=query, batch=batch,
-                                          generate=generate))
+    _run_stage(stage, stage.PredictConfig(model=model, out=out, image=image, query=query, queries=queries,
+                                          generate=generate, show_progress=progress), quiet)
+
+
+demo_report_app = typer.Typer(help="What `make demo` records and reports: stage times, the summary, the README's pictures.",
+                               no_args_is_help=True)
+app.add_typer(demo_report_app, name="demo-report", hidden=True)
+
+
+@demo_report_app.command("time")
+def demo_report_time(
+    stage_name: str = typer.Option(..., "--stage", help="The stage's name in the summary, e.g. train."),
+    times_dir: Path = typer.Option(..., "--times-dir", help="Folder of the time records, e.g. runs/demo/times."),
+    command: list[str] = typer.Argument(..., help="The stage's command, after --."),
+    progress: bool = _progress, quiet: bool = _quiet,
+) -> None:
+    """Run a stage's command; when it succeeds, record its wall time as TIMES_DIR/STAGE.json."""
+    from pipelines import demo_report as stage
+
+    _run_stage(stage, stage.TimeConfig(stage=stage_name, times_dir=times_dir, command=list(command)), quiet)
+
+
+@demo_report_app.command("summary")
+def demo_report_summary(
+    demo_dir: Path = typer.Option(..., "--demo-dir", help="The demo run folder, e.g. runs/demo."),
+    progress: bool = _progress, quiet: bool = _quiet,
+) -> None:
+    """Print the scores before and after training and the stage times; write DEMO_DIR/summary.json."""
+    from pipelines import demo_report as stage
+
+    _run_stage(stage, stage.SummaryConfig(demo_dir=demo_dir), quiet)
+
+
+@demo_report_app.command("pictures")
+def demo_report_pictures(
+    demo_dir: Path = typer.Option(..., "--demo-dir", help="A finished demo run folder."),
+    shards: Path = typer.Option(..., "--shards", help="Its shard set folder (with stats.png)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the pictures, e.g. docs/images."),
+    progress: bool = _progress, quiet: bool = _quiet,
+) -> None:
+    """Write the README's pictures (prepare overlays, evaluation gallery, shard statistics) from a demo run."""
+    from pipelines import demo_report as stage
+
+    _run_stage(stage, stage.PicturesConfig(demo_dir=demo_dir, shards_dir=shards, out_dir=out), quiet)
+
+
+@app.command("reproduce-check")
+def reproduce_check(
+    data_dir: str = typer.Option("", "--data-dir", help="Folder with reason_seg/ and refer_seg/ (empty: unset)."),
+    lisa_ckpt: str = typer.Option("", "--lisa-ckpt", help="LISA-7B-v1 folder (empty: unset)."),
+    clip_dir: str = typer.Option("", "--clip-dir", help="clip-vit-large-patch14 folder (empty: unset)."),
+    sam_ckpt: str = typer.Option("", "--sam-ckpt", help="sam_vit_h_4b8939.pth (empty: unset; keyseg-7b-release needs it)."),
+    gpus: int = typer.Option(1, "--gpus", min=0, help="GPUs the run will use."),
+    llm_base_url: str = typer.Option("", "--llm-base-url", help="OpenAI-compatible endpoint for keyword mining (empty: unset)."),
+    llm_model: str = typer.Option("", "--llm-model", help="Model name on that endpoint (empty: unset; set both or neither)."),
+    preset: str = typer.Option("keyseg-7b-release", "--preset", help="Training preset: keyseg-7b-release or keyseg-7b."),
+    progress: bool = _progress, quiet: bool = _quiet,
+) -> None:
+    """Check every path and prerequisite of `make reproduce` up front; exit 1 when any is missing."""
+    from pipelines import reproduce_check as stage
+
+    _run_stage(stage, stage.ReproduceCheckConfig(data_dir=data_dir, lisa_ckpt=lisa_ckpt, clip_dir=clip_dir,
+                                                 sam_ckpt=sam_ckpt, gpus=gpus, llm_base_url=llm_base_url,
+                                                 llm_model=llm_model, preset=preset), quiet)
 
 
 if __name__ == "__main__":

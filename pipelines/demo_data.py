@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.markup import escape
+
 from keyseg.demo import write_json, write_reasonseg, write_refcoco
+from keyseg.runner import StageResult, activity
 
 CONFIG_FILE = "demo_data_config.json"
 MIN_IMAGES = 4
@@ -31,6 +35,7 @@ class DemoDataConfig:
     images: int = 48  # ReasonSeg images (train/val/test = 50/25/25 %); refCOCO gets as many
     width: int = 320  # display size (after EXIF orientation)
     height: int = 240
+    show_progress: bool = True
 
     def validate(self) -> None:
         if int(self.seed) < 0:
@@ -41,25 +46,34 @@ class DemoDataConfig:
             raise ValueError(f"width and height must be >= {MIN_SIDE}")
 
     def to_json(self) -> dict[str, Any]:
-        """Field order as declared; paths as str."""
+        """Field order as declared; paths as str. Display options are not part of the data."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
+            if f.name == "show_progress":
+                continue
             value = getattr(self, f.name)
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 
 
-def run(config: DemoDataConfig) -> dict:
-    """Generate everything; same config => byte-identical files. Returns a summary."""
+@dataclass
+class DemoDataResult(StageResult):
+    summary: dict  # {"out", "config", "reason_seg": {...}, "refcoco": {...}}
+
+
+def run(config: DemoDataConfig, console: Console | None = None) -> DemoDataResult:
+    """Generate everything; same config => byte-identical files."""
+    console = console or Console(stderr=True)
     config.validate()
     out = Path(config.out)
     seed, n, w, h = int(config.seed), int(config.images), int(config.width), int(config.height)
-    reason = write_reasonseg(out / "reason_seg", seed, n, w, h)
-    refer = write_refcoco(out / "refer_seg", seed, n, w, h)
-    config_path = write_json(out / CONFIG_FILE, config.to_json())
-    return {
-        "out": str(out),
-        "config": str(config_path),
-        "reason_seg": reason,
-        "refcoco": refer,
-    }
+    with activity(console, config.show_progress, f"writing demo data to {out}"):
+        reason = write_reasonseg(out / "reason_seg", seed, n, w, h)
+        refer = write_refcoco(out / "refer_seg", seed, n, w, h)
+        config_path = write_json(out / CONFIG_FILE, config.to_json())
+    summary = {"out": str(out), "config": str(config_path), "reason_seg": reason, "refcoco": refer}
+    splits = "/".join(str(count) for count in reason["splits"].values())
+    console.print(f"demo data written to {escape(str(out))}: ReasonSeg train/val/test {splits} images, "
+                  f"refCOCO {refer['images']} images with {sum(refer['refs_per_split'].values())} refs",
+                  soft_wrap=True)
+    return DemoDataResult(summary=summary)

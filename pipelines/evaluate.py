@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from keyseg.data.skips import SkipLog
 from keyseg.errors import DataError, UsageError, describe_os_error
@@ -42,6 +41,7 @@ from keyseg.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl,
 from keyseg.metrics import intersection_union, mask_iou
 from keyseg.metrics.report import SplitMetrics, metrics_json, paper_table
 from keyseg.paths import is_plain_name
+from keyseg.runner import StageResult, progress_bar, summary_table
 from keyseg.shards.index import ShardSet
 from keyseg.training.launch import leave_process_group
 
@@ -63,13 +63,14 @@ class EvaluateConfig:
 
 
 @dataclass
-class EvaluateResult:
+class EvaluateResult(StageResult):
+    """`failed` counts the samples that could not be scored (0 with --allow-skips)."""
+
     metrics: dict
     records: list[dict] = field(default_factory=list)
     samples_per_second: float = 0.0
     missing: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)  # "path: reason" of unusable prediction PNGs
-    errors: list[str] = field(default_factory=list)  # why the run exits 1 (samples lost)
 
 
 @dataclass
@@ -340,12 +341,10 @@ def _evaluate(config: EvaluateConfig, shard_set: ShardSet, shard_paths: dict[str
     # that raised here while the others wait in the collective would hang them.
     try:
         if config.model is not None:
-            from keyseg.model.pretrained import load_for_evaluation
+            from keyseg.training.export import load_for_evaluation
 
             model, tokenizer, provenance = load_for_evaluation(config.model)
-        columns = (TextColumn("[bold]{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
-        with Progress(*columns, console=console, disable=rank != 0 or not config.show_progress) as progress:
+        with progress_bar(console, rank == 0 and config.show_progress, eta=False) as progress:
             for name in config.splits:
                 if model is not None:
                     parts[name] = _model_part(config, name, shard_paths[name], model, tokenizer, progress)
@@ -375,7 +374,7 @@ def _evaluate(config: EvaluateConfig, shard_set: ShardSet, shard_paths: dict[str
     splits = {name: SplitMetrics(name) for name in config.splits}
     for record in records:
         splits[record["split"]].add(record["intersection"], record["union"], record["is_sentence"])
-    extra, errors = {}, []
+    extra, errors, skipped_samples = {}, [], 0
     for name in config.splits:
         split_records = [r for r in records if r["split"] == name]
         extra[name] = {"keywords": _keyword_diagnostics(split_records), "leakage": _leakage(provenance, name),
@@ -384,6 +383,7 @@ def _evaluate(config: EvaluateConfig, shard_set: ShardSet, shard_paths: dict[str
             console.print(f"[bold red]WARNING: the model was trained on {escape(name)}: "
                           f"these are not held-out numbers")
         skipped = extra[name]["skipped"]
+        skipped_samples += skipped
         if skipped:
             expected = extra[name]["samples_in_index"]
             errors.append(f"{name}: {skipped} of {expected if expected is not None else '?'} sample(s) not scored "
@@ -391,7 +391,8 @@ def _evaluate(config: EvaluateConfig, shard_set: ShardSet, shard_paths: dict[str
     metrics = metrics_json(splits, extra)
     samples = sum(part.samples for part in merged.values())
     result = EvaluateResult(metrics=metrics, records=records, samples_per_second=samples / max(seconds, 1e-9),
-                            missing=missing, errors=[] if config.allow_skips else errors)
+                            missing=missing, invalid=invalid, failed=0 if config.allow_skips else skipped_samples,
+                            problems=[] if config.allow_skips else errors, report=out / "metrics.json")
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "metrics.md", paper_table(metrics))
     atomic_write_jsonl(out / "per_sample.jsonl", records)
@@ -466,12 +467,8 @@ def _gallery(config: EvaluateConfig, records: list[dict], metrics: dict, from_mo
 
 
 def _print(console: Console, metrics: dict, result: EvaluateResult, out: Path) -> None:
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title=escape(f"keyseg evaluate -> {out}"), box=box.SIMPLE_HEAD)
-    for column in ("split", "gIoU", "cIoU", "masks", "short gIoU", "long gIoU", "keyword match", "skipped"):
-        table.add_column(column, justify="left" if column == "split" else "right")
+    table = summary_table(f"keyseg evaluate -> {out}", "split",
+                          ("gIoU", "cIoU", "masks", "short gIoU", "long gIoU", "keyword match", "skipped"))
     for name, values in metrics.items():
         short, long_ = values.get("short") or {}, values.get("long") or {}
         keywords = (values.get("keywords") or {})

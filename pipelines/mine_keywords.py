@@ -12,6 +12,10 @@ Outputs (generate): the keyword file in the published schema and order, a JSON r
 Ctrl-C: nothing new is sent, the requests in flight get `interrupt_grace` seconds to land
 in the answer cache (a second Ctrl-C stops at once), no output is written, and the same
 command resumes from the cache.
+
+The library does the work: keyseg.keywords.miner asks and checks, keyseg.keywords.validation
+gives the verdicts and the fixed keywords, keyseg.keywords.batch_api reads and writes the
+OpenAI Batch API files. This stage wires them to the files and the console.
 """
 
 from __future__ import annotations
@@ -26,18 +30,19 @@ from pathlib import Path
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from keyseg.errors import DataError, UsageError
-from keyseg.io import atomic_write_json, atomic_write_jsonl, json_lines
+from keyseg.errors import UsageError
+from keyseg.io import atomic_write_json
+from keyseg.keywords import batch_api
 from keyseg.keywords.backends import DEFAULT_MAX_RETRY_WAIT, HeuristicBackend
-from keyseg.keywords.cache import AnswerCache, default_cache_dir, is_cache_key
-from keyseg.keywords.grounding import Verdict, check_keyword, keywords_agree, normalize_keyword
+from keyseg.keywords.cache import AnswerCache, default_cache_dir
 from keyseg.keywords.heuristic import HEURISTIC_LIMITS
-from keyseg.keywords.miner import DEFAULT_INTERRUPT_GRACE, KeywordMiner, MinedKeyword, MiningInterrupted, request_key
+from keyseg.keywords.miner import DEFAULT_INTERRUPT_GRACE, KeywordMiner, MinedKeyword, MiningInterrupted
 from keyseg.keywords.prompt import prompt_description
-from keyseg.keywords.records import KeywordRecord, default_output_path, load_records
+from keyseg.keywords.records import default_output_path, load_records
+from keyseg.keywords.validation import generate_row, validate_row
+from keyseg.runner import StageResult, print_problems, progress_bar, summary_table
 
 BACKENDS = ("auto", "openai", "hf", "heuristic")
 
@@ -67,11 +72,12 @@ class MineKeywordsConfig:
     show_progress: bool = True
 
 
-@dataclass
-class MineKeywordsResult:
+@dataclass(kw_only=True)
+class MineKeywordsResult(StageResult):
+    """`failed`: records whose backend gave up (they keep a null keyword); `report`: the JSON report."""
+
     summary: dict
-    report_path: Path
-    output_path: Path | None
+    output_path: Path | None  # the keyword file (generate), the fixed copy (validate --fix), the batch file
 
 
 def resolve_backend_name(config: MineKeywordsConfig) -> str:
@@ -122,14 +128,16 @@ def run(config: MineKeywordsConfig, console: Console | None = None) -> MineKeywo
     cache = AnswerCache(cache_folder if backend.name != "heuristic" else None)
 
     if config.batch_results:
-        ingested, skipped = ingest_batch_results(config.batch_results, cache)
+        ingested, skipped = batch_api.ingest_results(config.batch_results, cache)
         notify(f"ingested {ingested} batch results from {config.batch_results}"
                + (f"; skipped {skipped} without a usable answer (asked live instead)" if skipped else ""))
     if config.batch_file:
-        written = write_batch_file(config.batch_file, records, backend, cache)
+        if not batch_api.can_write_requests(backend):
+            raise UsageError("--batch-api-requests needs the openai backend (--model NAME)")
+        written = batch_api.write_requests(config.batch_file, records, backend, cache)
         notify(f"wrote {written} requests to {config.batch_file} (OpenAI Batch API input format); "
-               f"run again with --batch-results to use the answers")
-        return MineKeywordsResult({"batch_requests": written}, config.batch_file, None)
+               f"run again with --batch-api-results to use the answers")
+        return MineKeywordsResult(summary={"batch_requests": written}, output_path=Path(config.batch_file))
 
     miner = KeywordMiner(backend, cache, concurrency=config.concurrency, interrupt_grace=config.interrupt_grace,
                          notify=notify)
@@ -144,13 +152,13 @@ def run(config: MineKeywordsConfig, console: Console | None = None) -> MineKeywo
 
     if config.mode == "generate":
         out = Path(config.out) if config.out else default_output_path(config.input)
-        rows = [_generate_row(index, record, result) for index, (record, result) in enumerate(zip(records, mined))]
+        rows = [generate_row(index, record, result) for index, (record, result) in enumerate(zip(records, mined))]
         atomic_write_json(out, [record.to_output(result.keyword) for record, result in zip(records, mined)])
         report_path = Path(config.report) if config.report else out.with_suffix(".report.json")
         atomic_write_json(out.parent / "mine_keywords_config.json", used)
     else:
         out = Path(config.fix) if config.fix else None
-        rows = [_validate_row(index, record, result, backend.name)
+        rows = [validate_row(index, record, result, backend.name)
                 for index, (record, result) in enumerate(zip(records, mined))]
         if out is not None:
             atomic_write_json(out, [record.to_output(row["fixed"]) for record, row in zip(records, rows)])
@@ -162,21 +170,20 @@ def run(config: MineKeywordsConfig, console: Console | None = None) -> MineKeywo
                                     "backend_limits": HEURISTIC_LIMITS if backend.name == "heuristic" else None,
                                     "config": used, "records": rows})
     _print_summary(console, rows, summary, config.mode, report_path, out)
-    return MineKeywordsResult(summary, report_path, out)
+    # A record whose backend gave up is a failed record; a flagged keyword is a finding.
+    failed = [(record, result) for record, result in zip(records, mined) if result.error is not None]
+    problems = [f"{record.image}: {result.error}" for record, result in failed]
+    print_problems(console, problems, len(failed), report_path)
+    return MineKeywordsResult(failed=len(failed), problems=problems, report=report_path, summary=summary,
+                              output_path=out)
 
 
 def _mine_with_progress(miner: KeywordMiner, records, console, show: bool, mode: str) -> list[MinedKeyword]:
-    columns = (TextColumn(f"[bold]{mode}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("[dim]{task.fields[rate]}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not show) as progress:
-        bar = progress.add_task(mode, total=len(records), rate="")
+    with progress_bar(console, show) as progress:
+        bar = progress.add_task(mode, total=len(records))
 
         def done(_result: MinedKeyword) -> None:
             progress.advance(bar)
-            task = progress.tasks[0]
-            if task.speed:
-                progress.update(bar, rate=f"{task.speed:.1f} rec/s")
 
         async def mine_then_close() -> list[MinedKeyword]:
             # One event loop for the client's whole life: its connections belong to it.
@@ -201,35 +208,6 @@ def _route_sigint(callback):
         return lambda: None
     signal.signal(signal.SIGINT, lambda signum, frame: callback())
     return lambda: signal.signal(signal.SIGINT, previous)
-
-
-def _evidence(verdict: Verdict) -> list[dict]:
-    return [asdict(item) for item in verdict.evidence]
-
-
-def _generate_row(index: int, record: KeywordRecord, result: MinedKeyword) -> dict:
-    return {"index": index, "image": record.image, "keyword": result.keyword,
-            "verdict": "ok" if result.keyword else result.verdict.code, "reason": result.verdict.reason,
-            "evidence": _evidence(result.verdict), "answers": result.answers, "cached": result.cached}
-
-
-def _validate_row(index: int, record: KeywordRecord, own: MinedKeyword, backend_name: str) -> dict:
-    published = record.keyword
-    if published is None or isinstance(published, str):
-        verdict = check_keyword(published, record.query, record.outputs)
-    else:  # a number, list or object where the keyword belongs: this record's problem only
-        verdict = Verdict("not_a_string", f"the keyword is {type(published).__name__}, not a string or null", ())
-    code, reason = verdict.code, verdict.reason
-    differs = bool(verdict.ok and own.keyword and not keywords_agree(normalize_keyword(published), own.keyword))
-    # Only a language model's disagreement is a verdict; the heuristic picks the wrong
-    # noun too often (see HEURISTIC_LIMITS) for its opinion to flag a keyword.
-    if differs and backend_name != "heuristic":
-        code, reason = "disagrees", f"published {published!r}, {backend_name} extracts {own.keyword!r}"
-    # --fix: keep a good keyword; replace a bad one by our own when ours passes, else null.
-    fixed = published if code == "ok" else own.keyword
-    return {"index": index, "image": record.image, "keyword": published, "verdict": code, "reason": reason,
-            "evidence": _evidence(verdict), "own_keyword": own.keyword, "own_verdict": own.verdict.code,
-            "own_differs": differs, "fixed": fixed}
 
 
 def parse_prices(text: str | None) -> tuple[float, float] | None:
@@ -269,9 +247,7 @@ def _config_used(config: MineKeywordsConfig, backend, cache_folder) -> dict:
 
 
 def _print_summary(console: Console, rows, summary: dict, mode: str, report_path: Path, out: Path | None) -> None:
-    table = Table(title=f"keyseg mine-keywords {mode}", box=box.SIMPLE_HEAD)
-    table.add_column("figure")
-    table.add_column("value", justify="right")
+    table = summary_table(f"keyseg mine-keywords {mode}", "figure", ["value"])
     table.add_row("records", str(summary["records"]))
     for verdict, count in sorted(summary["verdicts"].items()):
         table.add_row(f"verdict: {escape(verdict)}", str(count))
@@ -295,65 +271,3 @@ def _print_summary(console: Console, rows, summary: dict, mode: str, report_path
         if len(flagged) > 40:
             console.print(f"... and {len(flagged) - 40} more in the report")
     console.print(escape(f"report: {report_path}" + (f"\nkeywords: {out}" if out else "")), highlight=False)
-
-
-def write_batch_file(path: Path, records: list[KeywordRecord], backend, cache: AnswerCache) -> int:
-    """OpenAI Batch API input: one chat request per record not answered yet."""
-    if not hasattr(backend, "request_body"):
-        raise UsageError("--batch-file needs the openai backend (--model NAME)")
-    lines = []
-    for record in records:
-        key = request_key(backend, record, None)
-        if cache.get(key) is None:
-            lines.append({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
-                          "body": backend.request_body(record.query, record.outputs)})
-    atomic_write_jsonl(path, lines)
-    return len(lines)
-
-
-def ingest_batch_results(path: Path, cache: AnswerCache) -> tuple[int, int]:
-    """Store Batch API output lines (custom_id = our cache key) as cached answers.
-
-    Returns (ingested, skipped). A line that is not a JSON object means the file is not a
-    Batch API output: DataError, before anything is stored. A line without a usable answer
-    (a failed request, an id that is not one of our cache keys, a reply of the wrong
-    shape) is skipped: its record is asked live.
-    """
-    path = Path(path)
-    answers, skipped = [], 0
-    for number, item, problem in json_lines(path):
-        if problem:
-            raise DataError(path, f"line {number}: {problem}; expected Batch API output lines")
-        if not isinstance(item, dict):
-            raise DataError(path, f"line {number}: expected a JSON object, found {type(item).__name__}")
-        answer = _batch_answer(item)
-        if answer is None:
-            skipped += 1
-        else:
-            answers.append(answer)
-    for key, entry in answers:
-        cache.put(key, entry)
-    return len(answers), skipped
-
-
-def _batch_answer(item: dict) -> tuple[str, dict] | None:
-    """(cache key, cache entry) of one Batch API output line, or None when it has no answer."""
-    key, response = item.get("custom_id"), item.get("response")
-    # The id names a cache file: only a key we could have made is used.
-    if not is_cache_key(key) or not isinstance(response, dict) or response.get("status_code") != 200:
-        return None
-    body = response.get("body")
-    choices = body.get("choices") if isinstance(body, dict) else None
-    choice = choices[0] if isinstance(choices, list) and choices else None
-    message = choice.get("message") if isinstance(choice, dict) else None
-    content = message.get("content") if isinstance(message, dict) else None
-    if not isinstance(content, str):
-        return None
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-
-    def tokens(name: str) -> int:
-        value = usage.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-    return key, {"content": content, "prompt_tokens": tokens("prompt_tokens"),
-                 "completion_tokens": tokens("completion_tokens")}

@@ -1,4 +1,4 @@
-"""`keyseg predict`: one image and a query (or a JSONL batch of them) -> answer, keyword,
+"""`keyseg predict`: one image and a query (or a JSONL file of them, --queries) -> answer, keyword,
 mask PNG and overlay PNG.
 
 Outputs are named after each request's id: `OUT/<id>_mask.png`, `OUT/<id>_overlay.png`,
@@ -27,6 +27,7 @@ from rich.markup import escape
 from keyseg.errors import UsageError
 from keyseg.io import atomic_write_bytes, atomic_write_jsonl, json_lines
 from keyseg.paths import is_plain_name
+from keyseg.runner import StageResult, print_problems, progress_bar
 
 
 @dataclass
@@ -35,14 +36,16 @@ class PredictConfig:
     out: Path  # folder for masks, overlays and predictions.jsonl
     image: Path | None = None
     query: str | None = None
-    batch: Path | None = None  # JSONL of {"image": path, "query": str, "id": optional}
+    queries: Path | None = None  # JSONL of {"image": path, "query": str, "id": optional}
     generate: bool = True  # free generation (else the teacher-forced "[SEG]. [KEY].")
+    show_progress: bool = True
 
 
 @dataclass
-class PredictResult:
+class PredictResult(StageResult):
+    """`problems` has one line per request that was skipped; `failed` counts them."""
+
     predictions: list[dict] = field(default_factory=list)  # the lines of predictions.jsonl
-    errors: list[str] = field(default_factory=list)  # one line per request that was skipped
 
 
 def file_stem_id(image: str) -> str:
@@ -54,11 +57,11 @@ def file_stem_id(image: str) -> str:
     return stem
 
 
-def _read_batch(batch: Path) -> tuple[list[dict], list[str]]:
+def _read_queries(path: Path) -> tuple[list[dict], list[str]]:
     """Requests {"line", "image", "query", "id" (None: not given)} and the bad lines' errors."""
     requests, errors = [], []
-    for number, request, problem in json_lines(batch):
-        where = f"{batch}:{number}"
+    for number, request, problem in json_lines(path):
+        where = f"{path}:{number}"
         if problem:
             errors.append(f"{where}: {problem}")
             continue
@@ -102,14 +105,14 @@ def _assign_ids(requests: list[dict]) -> tuple[list[dict], list[str]]:
 
 
 def _requests(config: PredictConfig) -> tuple[list[dict], list[str]]:
-    if config.batch is not None:
+    if config.queries is not None:
         if config.image is not None or config.query is not None:
-            raise UsageError("give --image and --query, or --batch FILE.jsonl, not both")
-        requests, errors = _read_batch(config.batch)
+            raise UsageError("give --image and --query, or --queries FILE.jsonl, not both")
+        requests, errors = _read_queries(config.queries)
         requests, duplicate_errors = _assign_ids(requests)
         return requests, errors + duplicate_errors
     if config.image is None or config.query is None:
-        raise UsageError("give --image and --query, or --batch FILE.jsonl")
+        raise UsageError("give --image and --query, or --queries FILE.jsonl")
     return _assign_ids([{"line": str(config.image), "image": str(config.image), "query": config.query,
                          "id": None}])
 
@@ -121,52 +124,62 @@ def _is_sentence(query: str) -> bool:
 
 def run(config: PredictConfig, console: Console | None = None) -> PredictResult:
     console = console or Console(stderr=True)
-    from keyseg.data.conversation import ConversationConfig, eval_query
-    from keyseg.data.transforms import ClipInput, decode_rgb, sam_input
-    from keyseg.evaluation.inference import predict_batch
-    from keyseg.masks.overlay import overlay_panel
-    from keyseg.masks.png import encode_png
-    from keyseg.model.pretrained import load_for_evaluation
+    from keyseg.data.conversation import ConversationConfig
+    from keyseg.data.transforms import ClipInput
+    from keyseg.training.export import load_for_evaluation
 
     requests, errors = _requests(config)
     model, tokenizer, _ = load_for_evaluation(config.model)
     clip = ClipInput(model.config.clip_image_size)
     conversation = ConversationConfig()
     out = Path(config.out)
-    result = PredictResult(errors=errors)
-    for request in requests:
-        image_path = Path(request["image"])
-        try:
-            rgb = decode_rgb(image_path.read_bytes())
-            image_sam, resize = sam_input(rgb, model.config.sam_image_size)
-            image_clip = clip(rgb)
-        except (OSError, ValueError) as error:  # missing, not an image, over the pixel bound, a sliver
-            result.errors.append(f"{request['line']}: {image_path}: cannot read the image ({error})")
-            continue
-        query = eval_query(request["query"], _is_sentence(request["query"]), conversation)
-        height, width = rgb.shape[:2]
-        batch = {"image_sam": image_sam[None], "image_clip": image_clip[None], "questions": [query.question],
-                 "conversations": [query.conversation], "keywords": [None], "offsets": torch.tensor([0, 1]),
-                 "masks": [torch.zeros((1, height, width), dtype=torch.uint8)], "resize": [resize],
-                 "original_size": [(height, width)]}
-        (prediction,) = predict_batch(model, tokenizer, batch, generate=config.generate)
-        mask = prediction.mask.numpy()
-        # The id is a plain file name (checked or built above): these stay inside OUT.
-        mask_path = out / f"{request['id']}_mask.png"
-        overlay_path = out / f"{request['id']}_overlay.png"
-        atomic_write_bytes(mask_path, encode_png(mask.astype(np.uint8) * 255))
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        atomic_write_bytes(overlay_path, encode_png(overlay_panel(bgr, mask.astype(np.uint8), [], request["query"]),
-                                                    params=[]))
-        record = {"id": request["id"], "image": str(image_path), "query": request["query"],
-                  "answer": prediction.answer, "keyword": prediction.keyword, "mask": str(mask_path),
-                  "overlay": str(overlay_path), "foreground_pixels": int(mask.sum()), "prompt": prediction.prompt}
-        result.predictions.append(record)
-        # Queries, answers and file names are data: escaped, so "[/]" prints as itself.
-        console.print(f"[bold]{escape(record['id'])}[/]: {escape(record['query'])}\n"
-                      f"  answer: {escape(str(record['answer']))}\n  keyword: {escape(str(record['keyword']))}\n"
-                      f"  mask: {escape(str(mask_path))} ({record['foreground_pixels']} px)", soft_wrap=True)
+    result = PredictResult(problems=errors)
+    with progress_bar(console, config.show_progress and len(requests) > 1) as progress:
+        bar = progress.add_task("predict", total=len(requests))
+        for request in requests:
+            _predict_one(request, model, tokenizer, clip, conversation, out, config, result, console)
+            progress.advance(bar)
     atomic_write_jsonl(out / "predictions.jsonl", result.predictions)
-    for error in result.errors:
-        console.print(f"[red]error:[/] {escape(error)}", soft_wrap=True)
+    result.failed = len(result.problems)
+    print_problems(console, result.problems, result.failed, out / "predictions.jsonl" if result.failed else None)
     return result
+
+
+def _predict_one(request, model, tokenizer, clip, conversation, out, config, result, console) -> None:
+    """Answer one request into `result` (a prediction, or a problem line when its image is unusable)."""
+    from keyseg.data.conversation import eval_query
+    from keyseg.data.transforms import decode_rgb, sam_input
+    from keyseg.evaluation.inference import predict_batch
+    from keyseg.masks.overlay import overlay_png, prediction_overlay
+    from keyseg.masks.png import encode_png
+
+    image_path = Path(request["image"])
+    try:
+        rgb = decode_rgb(image_path.read_bytes())
+        image_sam, resize = sam_input(rgb, model.config.sam_image_size)
+        image_clip = clip(rgb)
+    except (OSError, ValueError) as error:  # missing, not an image, over the pixel bound, a sliver
+        result.problems.append(f"{request['line']}: {image_path}: cannot read the image ({error})")
+        return
+    query = eval_query(request["query"], _is_sentence(request["query"]), conversation)
+    height, width = rgb.shape[:2]
+    batch = {"image_sam": image_sam[None], "image_clip": image_clip[None], "questions": [query.question],
+             "conversations": [query.conversation], "keywords": [None], "offsets": torch.tensor([0, 1]),
+             "masks": [torch.zeros((1, height, width), dtype=torch.uint8)], "resize": [resize],
+             "original_size": [(height, width)]}
+    (prediction,) = predict_batch(model, tokenizer, batch, generate=config.generate)
+    mask = prediction.mask.numpy()
+    # The id is a plain file name (checked or built above): these stay inside OUT.
+    mask_path = out / f"{request['id']}_mask.png"
+    overlay_path = out / f"{request['id']}_overlay.png"
+    atomic_write_bytes(mask_path, encode_png(mask.astype(np.uint8) * 255))
+    atomic_write_bytes(overlay_path, overlay_png(prediction_overlay(rgb, mask, request["query"])))
+    record = {"id": request["id"], "image": str(image_path), "query": request["query"],
+              "answer": prediction.answer, "keyword": prediction.keyword, "mask": str(mask_path),
+              "overlay": str(overlay_path), "foreground_pixels": int(mask.sum()), "prompt": prediction.prompt}
+    result.predictions.append(record)
+    # Queries, answers and file names are data: escaped, so "[/]" prints as itself.
+    console.print(f"[bold]{escape(record['id'])}[/]: {escape(record['query'])}\n"
+                  f"  answer: {escape(str(record['answer']))}\n  keyword: {escape(str(record['keyword']))}\n"
+                  f"  mask: {escape(str(mask_path))} ({record['foreground_pixels']} px)", soft_wrap=True)
+

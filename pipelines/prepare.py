@@ -17,22 +17,18 @@ exist), so an interrupted or repeated run redoes only what changed.
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from keyseg.formats.manifest import check_record
 from keyseg.formats.refer import ReferError
 from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, image_pixel_bound
 from keyseg.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from keyseg.runner import StageResult, print_problems, progress_bar, summary_table, worker_count, worker_pool
 from keyseg.sources.reasonseg import EXPLANATORY_FILE, discover_reasonseg, load_explanatory
 from keyseg.sources.records import Issue, record_id
 from keyseg.sources.refer import group_refer_items, load_refer_dataset
@@ -68,13 +64,9 @@ class SplitStats:
 
 
 @dataclass
-class PrepareResult:
+class PrepareResult(StageResult):
     stats: dict[str, SplitStats]
     issues: list[dict]
-
-    @property
-    def errors(self) -> int:
-        return sum(stats.errors for stats in self.stats.values())
 
 
 def run(config: PrepareConfig, console: Console | None = None) -> PrepareResult:
@@ -90,7 +82,7 @@ def _run(config: PrepareConfig, console: Console) -> PrepareResult:
     splits = resolve_sources(data_dir, config.sources)
     if not splits:
         raise FileNotFoundError(f"{data_dir}: no reason_seg/ReasonSeg/<split> folder and no refer_seg refs file found")
-    workers = config.workers or os.cpu_count() or 1
+    workers = worker_count(config.workers)
     out.mkdir(parents=True, exist_ok=True)
     used = {**asdict(config), "data_dir": str(data_dir), "out": str(out), "workers": workers,
             "resolved_sources": [split.name for split in splits]}
@@ -99,20 +91,17 @@ def _run(config: PrepareConfig, console: Console) -> PrepareResult:
     planned = _plan_tasks(data_dir, out, splits, config)
     stats: dict[str, SplitStats] = {}
     all_issues: list[dict] = []
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
-    try:
-        with _progress(console, config.show_progress) as progress:
-            for split in splits:
-                tasks, issues = planned[split]
-                split_stats, split_issues = _run_split(split, tasks, issues, out, pool, progress)
-                stats[split.name] = split_stats
-                all_issues += split_issues
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+    with worker_pool(workers) as pool, progress_bar(console, config.show_progress) as progress:
+        for split in splits:
+            tasks, issues = planned[split]
+            split_stats, split_issues = _run_split(split, tasks, issues, out, pool, progress)
+            stats[split.name] = split_stats
+            all_issues += split_issues
 
-    result = PrepareResult(stats=stats, issues=all_issues)
+    errors = [issue for issue in all_issues if issue["severity"] == "error"]
+    result = PrepareResult(stats=stats, issues=all_issues, failed=sum(split.errors for split in stats.values()),
+                           problems=[f"{issue['file']}: {issue['reason']}" for issue in errors],
+                           report=out / "prepare_report.json")
     atomic_write_json(out / "prepare_stats.json", {name: asdict(value) for name, value in stats.items()})
     atomic_write_json(out / "prepare_report.json", {"summary": _summary(result), "issues": all_issues})
     _print_summary(console, result, out)
@@ -199,7 +188,7 @@ def _run_split(split, tasks, issues, out, pool, progress) -> tuple[SplitStats, l
     bar = progress.add_task(escape(split.name), total=len(tasks))
     records: dict[str, dict] = {}
     stats = SplitStats()
-    results = pool.imap_unordered(process_task, tasks, chunksize=8) if pool else map(process_task, tasks)
+    results = pool.imap_unordered(process_task, tasks, chunksize=8)
     with open(split_dir / JOURNAL, "a", encoding="utf-8") as journal:
         for result in results:
             result: TaskResult
@@ -249,17 +238,10 @@ def _summary(result: PrepareResult) -> dict:
     return {**total, "splits": len(result.stats)}
 
 
-def _progress(console: Console, enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not enabled)
-
-
 def _print_summary(console: Console, result: PrepareResult, out: Path) -> None:
     # File names, reasons and paths are data or user text: escaped, so "[x]" prints as itself.
-    table = Table(title=escape(f"keyseg prepare -> {out}"), box=box.SIMPLE_HEAD)
-    table.add_column("source:split", no_wrap=True)
-    for column in ("images", "targets", "new", "reused", "warnings", "errors", "sec"):
-        table.add_column(column, justify="right")
+    table = summary_table(f"keyseg prepare -> {out}", "source:split",
+                          ("images", "targets", "new", "reused", "warnings", "errors", "sec"))
     for name, stats in result.stats.items():
         table.add_row(escape(name), str(stats.images), str(stats.targets), str(stats.converted), str(stats.up_to_date),
                       str(stats.warnings), f"[red]{stats.errors}[/]" if stats.errors else "0", f"{stats.seconds:.1f}")
@@ -267,8 +249,4 @@ def _print_summary(console: Console, result: PrepareResult, out: Path) -> None:
     table.add_row("[bold]total", *(f"[bold]{summary[key]}" for key in
                                    ("images", "targets", "converted", "up_to_date", "warnings", "errors")), "")
     console.print(table)
-    for issue in [issue for issue in result.issues if issue["severity"] == "error"][:20]:
-        console.print(f"[red]error[/] {escape(issue['file'])}: {escape(issue['reason'])}", soft_wrap=True)
-    if result.errors:
-        console.print(f"[red]{result.errors} error(s)[/]; all good records were written. "
-                      f"Details: {escape(str(out / 'prepare_report.json'))}", soft_wrap=True)
+    print_problems(console, result.problems, result.failed, result.report)

@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from keyseg.errors import DataError
 from keyseg.formats.fields import is_int, is_text, type_name
@@ -38,6 +33,7 @@ from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, image_info, imag
 from keyseg.io import atomic_write_json, sha256_file
 from keyseg.masks.png import read_mask_png
 from keyseg.paths import confined_path
+from keyseg.runner import StageResult, print_problems, progress_bar, summary_table, worker_count, worker_pool
 from keyseg.shards.index import write_shard_set
 from keyseg.shards.samples import SAMPLE_FORMAT_VERSION, build_sample_json, check_sample_json, sample_json_bytes
 from keyseg.shards.tario import ShardWriter
@@ -63,9 +59,9 @@ class ShardConfig:
 
 
 @dataclass
-class ShardResult:
+class ShardResult(StageResult):
     index: dict
-    errors: list[dict]
+    errors: list[dict]  # {"split", "id", "reason"} per sample that could not be written
     skipped_splits: list[str]
 
 
@@ -234,34 +230,26 @@ def _run(config: ShardConfig, console: Console) -> ShardResult:
     keywords, keyword_errors = _keywords_by_image(keywords_path)
     keywords_hash = sha256_file(keywords_path) if keywords_path else None
     manifests = _manifests(prepared, config.splits)
-    workers = config.workers or os.cpu_count() or 1
+    workers = worker_count(config.workers)
     out.mkdir(parents=True, exist_ok=True)
 
     splits, errors, skipped = {}, [], []
     if "reasonseg:train" in manifests:
         errors += keyword_errors
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
-    columns = (TextColumn("[bold]{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
-    try:
-        with Progress(*columns, console=console, disable=not config.show_progress) as progress:
-            for name, (source, split, manifest) in manifests.items():
-                split_dir = out / source / split
-                # Only ReasonSeg train samples carry mined keywords: other splits ignore the file.
-                uses_keywords = name == "reasonseg:train"
-                fingerprint = _fingerprint(manifest, keywords_hash if uses_keywords else None, config)
-                done = _split_done(split_dir, fingerprint)
-                if done is None:
-                    done, split_errors = _write_split(name, source, split, manifest, split_dir, out, data_dir,
-                                                      prepared, keywords, config, fingerprint, pool, progress)
-                    errors += split_errors
-                else:
-                    skipped.append(name)
-                splits[name] = done
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+    with worker_pool(workers) as pool, progress_bar(console, config.show_progress) as progress:
+        for name, (source, split, manifest) in manifests.items():
+            split_dir = out / source / split
+            # Only ReasonSeg train samples carry mined keywords: other splits ignore the file.
+            uses_keywords = name == "reasonseg:train"
+            fingerprint = _fingerprint(manifest, keywords_hash if uses_keywords else None, config)
+            done = _split_done(split_dir, fingerprint)
+            if done is None:
+                done, split_errors = _write_split(name, source, split, manifest, split_dir, out, data_dir,
+                                                  prepared, keywords, config, fingerprint, pool, progress)
+                errors += split_errors
+            else:
+                skipped.append(name)
+            splits[name] = done
 
     index = write_shard_set(
         out,
@@ -276,8 +264,12 @@ def _run(config: ShardConfig, console: Console) -> ShardResult:
                 for name, done in splits.items()})
     if errors:
         atomic_write_json(out / "shard_errors.json", errors)
-    _print_summary(console, index, skipped, errors, out)
-    return ShardResult(index=index, errors=errors, skipped_splits=skipped)
+    problems = [f"{error['split']}{'' if error['id'] is None else ' ' + str(error['id'])}: {error['reason']}"
+                for error in errors]
+    result = ShardResult(index=index, errors=errors, skipped_splits=skipped, failed=len(errors), problems=problems,
+                         report=out / "shard_errors.json" if errors else None)
+    _print_summary(console, result, out)
+    return result
 
 
 def _write_split(name, source, split, manifest, split_dir, out, data_dir, prepared, keywords, config, fingerprint,
@@ -297,7 +289,7 @@ def _write_split(name, source, split, manifest, split_dir, out, data_dir, prepar
     tasks = [(record, str(data_dir), str(prepared), _record_keywords(record, keywords), config.max_image_pixels)
              for record in records]
     bar = progress.add_task(escape(name), total=len(tasks))
-    results = pool.imap(build_sample, tasks, chunksize=8) if pool else map(build_sample, tasks)
+    results = pool.imap(build_sample, tasks, chunksize=8)
     samples, targets, with_keyword = 0, 0, 0
     try:
         for (key, members, error), (record, _, _, record_keywords, _) in zip(results, tasks):
@@ -324,22 +316,14 @@ def _write_split(name, source, split, manifest, split_dir, out, data_dir, prepar
     return done, errors
 
 
-def _print_summary(console: Console, index: dict, skipped: list[str], errors: list[dict], out: Path) -> None:
+def _print_summary(console: Console, result: ShardResult, out: Path) -> None:
     # Split names, sample ids and reasons are data: escaped, so "[x]" prints as itself.
-    table = Table(title=escape(f"keyseg shard -> {out}"), box=box.SIMPLE_HEAD)
-    table.add_column("source:split", no_wrap=True)
-    for column in ("images", "targets", "kw", "shards", "MB", "errors", "status"):
-        table.add_column(column, justify="right")
-    for name, split in index["splits"].items():
+    table = summary_table(f"keyseg shard -> {out}", "source:split", ("images", "targets", "kw", "shards", "MB", "errors", "status"))
+    skipped = result.skipped_splits
+    for name, split in result.index["splits"].items():
         table.add_row(escape(name), str(split["samples"]), str(split["targets"]), str(split["targets_with_keyword"]),
                       str(len(split["shards"])), f"{split['bytes'] / 1e6:.1f}",
                       f"[red]{split['errors']}[/]" if split["errors"] else "0",
                       "kept" if name in skipped else "new")
     console.print(table)
-    for error in errors[:20]:
-        sample = f" {error['id']}" if error["id"] is not None else ""
-        console.print(f"[red]error[/] {escape(error['split'])}{escape(sample)}: {escape(error['reason'])}",
-                      soft_wrap=True)
-    if errors:
-        console.print(f"[red]{len(errors)} sample(s) failed[/]; the others were written. "
-                      f"Details: {escape(str(out / 'shard_errors.json'))}", soft_wrap=True)
+    print_problems(console, result.problems, result.failed, result.report)

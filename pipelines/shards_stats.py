@@ -8,26 +8,23 @@ good samples are still summarised, and the command exits 1."""
 
 from __future__ import annotations
 
-import tarfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from keyseg.errors import DataError
 from keyseg.images import image_pixel_bound
 from keyseg.io import atomic_write_bytes, atomic_write_json
+from keyseg.runner import StageResult, print_problems, progress_bar, summary_table
 from keyseg.shards.index import ShardSet
 from keyseg.shards.samples import BadSampleError, read_sample, rle_runs
-from keyseg.shards.tario import UnsafeMemberError, iter_samples
+from keyseg.shards.tario import TAR_ERRORS, iter_samples, problem_line
 
-# What reading a damaged tar can raise (tarfile's own errors, a short read, a refused name).
-TAR_ERRORS = (tarfile.TarError, UnsafeMemberError, EOFError, OSError)
 
 
 @dataclass
@@ -35,12 +32,13 @@ class StatsConfig:
     shards: Path  # a shard set folder with index.json
     picture: bool = True  # write stats.png
     max_image_pixels: int | None = None  # samples claiming more pixels are bad; None: the process's bound
+    show_progress: bool = True
 
 
 @dataclass
-class StatsResult:
+class StatsResult(StageResult):
     splits: dict  # what stats.json holds, per split
-    errors: list[dict] = field(default_factory=list)  # bad shards and samples: {split, shard, key, problem}
+    bad: list[dict] = field(default_factory=list)  # bad shards and samples: {split, shard, key, problem}
 
 
 def _area(rle: dict) -> int:
@@ -73,9 +71,10 @@ def _read_shard(shard_set: ShardSet, entry: dict) -> tuple[list[dict], int, list
     return samples, path.stat().st_size, problems
 
 
-def collect(shard_set: ShardSet) -> tuple[dict, list[dict]]:
+def collect(shard_set: ShardSet, on_shard: Callable[[], None] = lambda: None) -> tuple[dict, list[dict]]:
     """Per split: image sizes, targets per image, mask area fractions, keyword coverage,
-    bad samples and shards; and every problem found ({split, shard, key, problem})."""
+    bad samples and shards; and every problem found ({split, shard, key, problem}).
+    `on_shard` is called after each shard (progress)."""
     per_split, problems = {}, []
     for name in shard_set.splits:
         entries = shard_set.entries(name)
@@ -83,6 +82,7 @@ def collect(shard_set: ShardSet) -> tuple[dict, list[dict]]:
         with_keyword = targets = texts = size = 0
         for entry in entries:
             samples, shard_bytes, shard_problems = _read_shard(shard_set, entry)
+            on_shard()
             size += shard_bytes
             split_problems += [{"split": name, "shard": entry["path"], "key": key, "problem": reason}
                                for key, reason in shard_problems]
@@ -156,19 +156,19 @@ def run(config: StatsConfig, console: Console | None = None) -> StatsResult:
 def _run(config: StatsConfig, console: Console) -> StatsResult:
     shard_set = ShardSet.open(config.shards)
     folder = shard_set.folder
-    per_split, problems = collect(shard_set)
+    with progress_bar(console, config.show_progress) as progress:
+        bar = progress.add_task("stats", total=sum(len(shard_set.entries(name)) for name in shard_set.splits))
+        per_split, problems = collect(shard_set, on_shard=lambda: progress.advance(bar))
     if config.picture:
         atomic_write_bytes(folder / "stats.png", _picture(per_split))
     public = {name: {k: v for k, v in stats.items() if not k.startswith("_")} for name, stats in per_split.items()}
     atomic_write_json(folder / "stats.json", public)
 
     # Split names, shard paths, keys and reasons are data: escaped, so "[/]" prints as itself.
-    table = Table(title=escape(f"keyseg shards stats {folder}"), box=box.SIMPLE_HEAD,
-                  caption="bad: samples/shards that could not be used" if problems else None)
-    table.add_column("source:split", no_wrap=True)
     columns = ("images", "targets", "per img", "kw", "MB", "size", "area") + (("bad",) if problems else ())
-    for column in columns:
-        table.add_column(column, justify="right")
+    table = summary_table(f"keyseg shards stats {folder}", "source:split", columns)
+    if problems:
+        table.caption = "bad: samples/shards that could not be used"
     for name, stats in public.items():
         coverage = stats["keyword_coverage"]
         median_size = (f"{stats['width']['median']:.0f}x{stats['height']['median']:.0f}"
@@ -180,13 +180,12 @@ def _run(config: StatsConfig, console: Console) -> StatsResult:
                       f"{100 * coverage:.0f}%" if coverage is not None else "-", f"{stats['bytes'] / 1e6:.1f}",
                       median_size, f"{100 * area['median']:.1f}%" if area else "-", *((bad,) if problems else ()))
     console.print(table)
-    for problem in problems[:30]:
-        key = f" {problem['key']}" if problem["key"] else ""
-        console.print(f"[red]{escape(problem['shard'])}[/]{escape(key)}: {escape(problem['problem'])}",
-                      soft_wrap=True)
+    result = StatsResult(splits=public, bad=problems, failed=len(problems), report=folder / "stats.json",
+                         problems=[problem_line(problem) for problem in problems])
+    print_problems(console, result.problems, result.failed, result.report)
     if problems:
-        console.print(f"[red]{len(problems)} problem(s)[/]: the statistics cover the good samples only; "
-                      f"details in {escape(str(folder / 'stats.json'))}", soft_wrap=True)
+        console.print("the statistics cover the good samples only")
     if config.picture:
         console.print(f"histograms: {escape(str(folder / 'stats.png'))}", soft_wrap=True)
-    return StatsResult(splits=public, errors=problems)
+    return result
+

@@ -12,26 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import io
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from keyseg.errors import DataError
 from keyseg.images import ImageError, image_info, image_pixel_bound
 from keyseg.io import atomic_write_json
+from keyseg.runner import StageResult, print_problems, progress_bar, summary_table
 from keyseg.shards.index import ShardSet
 from keyseg.shards.samples import BadSampleError, decode_mask, read_sample
-from keyseg.shards.tario import UnsafeMemberError, iter_samples
+from keyseg.shards.tario import TAR_ERRORS, iter_samples, problem_line
 
-# What reading a damaged tar can raise (tarfile's own errors, a short read, a refused name).
-TAR_ERRORS = (tarfile.TarError, UnsafeMemberError, EOFError, OSError)
 
 
 @dataclass
@@ -43,10 +38,10 @@ class VerifyConfig:
 
 
 @dataclass
-class VerifyResult:
+class VerifyResult(StageResult):
     shards: int
     samples: int
-    problems: list[dict]
+    bad: list[dict]  # {"split", "shard", "key" (None: the whole shard), "problem"}
 
 
 def check_sample(key: str, members: dict[str, bytes], decode_images: bool) -> str | None:
@@ -127,8 +122,7 @@ def _run(config: VerifyConfig, console: Console) -> VerifyResult:
     shards = [(name, entry) for name in shard_set.splits for entry in shard_set.entries(name)]
     problems: list[dict] = []
     samples = 0
-    columns = (TextColumn("[bold]verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=not config.show_progress) as progress:
+    with progress_bar(console, config.show_progress) as progress:
         bar = progress.add_task("verify", total=len(shards))
         for name, entry in shards:
             samples += _verify_shard(shard_set, entry, name, config.decode_images, problems)
@@ -138,19 +132,14 @@ def _run(config: VerifyConfig, console: Console) -> VerifyResult:
         if path.relative_to(folder).as_posix() not in indexed:
             problems.append({"split": None, "shard": path.relative_to(folder).as_posix(), "key": None,
                              "problem": "shard not listed in index.json"})
-    result = VerifyResult(shards=len(shards), samples=samples, problems=problems)
-    atomic_write_json(folder / "verify_report.json",
-                      {"shards": len(shards), "samples": samples, "ok": not problems, "problems": problems})
-    table = Table(title=escape(f"keyseg shards verify {folder}"), box=box.SIMPLE_HEAD)
-    for column in ("shards", "samples", "problems"):
-        table.add_column(column, justify="right")
-    table.add_row(str(len(shards)), str(samples), f"[red]{len(problems)}[/]" if problems else "[green]0")
+    report = folder / "verify_report.json"
+    result = VerifyResult(shards=len(shards), samples=samples, bad=problems, failed=len(problems),
+                          problems=[problem_line(problem) for problem in problems], report=report)
+    atomic_write_json(report, {"shards": len(shards), "samples": samples, "ok": not problems, "problems": problems})
+    table = summary_table(f"keyseg shards verify {folder}", "shard set", ("shards", "samples", "problems"))
+    table.add_row(escape(folder.name), str(len(shards)), str(samples),
+                  f"[red]{len(problems)}[/]" if problems else "[green]0")
     console.print(table)
-    # Shard names, keys and reasons are data: escaped, so "[/]" prints as itself.
-    for problem in problems[:30]:
-        key = f" {problem['key']}" if problem["key"] else ""
-        console.print(f"[red]{escape(problem['shard'])}[/]{escape(key)}: {escape(problem['problem'])}",
-                      soft_wrap=True)
-    if len(problems) > 30:
-        console.print(f"... {len(problems) - 30} more in {escape(str(folder / 'verify_report.json'))}")
+    print_problems(console, result.problems, result.failed, report)
     return result
+

@@ -32,7 +32,7 @@ from keyseg.io import atomic_write_json
 from keyseg.shards.index import ShardSet
 from keyseg.training.config import TrainConfig
 from keyseg.training.engine import deepspeed_config, ensure_single_process_env, parameter_groups, rank_and_world
-from keyseg.training.launch import leave_process_group
+from keyseg.training.launch import filter_deepspeed_notices, leave_process_group, select_deepspeed_accelerator
 from keyseg.training.loop import TrainResult
 
 
@@ -73,7 +73,8 @@ def _model_config(run: TrainRun, vocab_size: int):
 def _tokenizer(run: TrainRun, split_shards: dict[str, list[Path]]):
     """The tokenizer, and the samples skipped while reading the shards for it (tiny models)."""
     from keyseg.data.conversation import template_texts
-    from keyseg.training.tokenizer import load_tokenizer, shard_texts, word_level_tokenizer
+    from keyseg.model.tokenizer import load_tokenizer, word_level_tokenizer
+    from keyseg.training.tokenizer import shard_texts
 
     init = run.config.init
     if init.tokenizer or init.lisa or init.llava or init.llm:
@@ -154,7 +155,10 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
     train_names = [source["split"] for source in config.data.train]
     split_shards = _split_shards(shards, train_names + ([config.data.val] if config.data.val else []))
     ensure_single_process_env()
+    select_deepspeed_accelerator()
     import deepspeed
+
+    filter_deepspeed_notices()
 
     rank, world = rank_and_world()
     torch.manual_seed(run.config.seed + rank)
@@ -188,12 +192,15 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
     leave_process_group(synchronise=True)
     if config.export and rank == 0:
         # Every rank has saved its ZeRO shards (fit ends with a barrier): consolidate them.
-        from keyseg.model.pretrained import export_checkpoint
+        from keyseg.training.export import export_checkpoint
 
         best = out / "checkpoints" / "best"
         source = best if (best / "train_state.json").is_file() else out
         info = export_checkpoint(source, out / "export")
         console.print(f"exported {escape(info['checkpoint'])} (step {info['step']}) to {escape(str(out / 'export'))}")
+    if rank == 0:
+        console.print(f"trained {result.steps} steps: {result.samples_per_second:.1f} images/s, "
+                      f"data wait {100 * result.data_wait_fraction:.0f}%, best val gIoU {result.best_giou}")
     return result
 
 

@@ -38,14 +38,14 @@ def demo_chain(tmp_path_factory) -> DemoChain:
     root = tmp_path_factory.mktemp("demo_chain")
     data, prepared, shards = root / "data", root / "prepared", root / "shards"
     steps = {
-        "demo-data": ["demo-data", str(data), "--images", "16"],
+        "demo-data": ["demo-data", "--out", str(data), "--images", "16"],
         "prepare": ["prepare", "--data-dir", str(data), "--out", str(prepared), "--visualize", "2",
                     "--workers", "2"],
-        "mine-keywords": ["mine-keywords", "generate", str(data / "reason_seg/ReasonSeg/explanatory/train.json"),
+        "mine-keywords": ["mine-keywords", "generate", "--input", str(data / "reason_seg/ReasonSeg/explanatory/train.json"),
                           "--backend", "heuristic", "--no-progress"],
         "shard": ["shard", "--prepared", str(prepared), "--out", str(shards), "--maxcount", "3", "--workers", "2"],
-        "verify": ["shards", "verify", str(shards), "--no-progress"],
-        "stats": ["shards", "stats", str(shards)],
+        "verify": ["shards", "verify", "--shards", str(shards), "--no-progress"],
+        "stats": ["shards", "stats", "--shards", str(shards)],
     }
     runs = {}
     for name, args in steps.items():

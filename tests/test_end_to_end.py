@@ -80,7 +80,7 @@ def test_keywords_from_explanatory_json_and_from_the_manifest_agree(demo_chain, 
     assert all(record["keyword"] for record in keywords)
     from_manifest = tmp_path / "from_manifest.json"
     manifest = demo_chain.prepared / "reasonseg/train/manifest.jsonl"
-    mined = keyseg("mine-keywords", "generate", str(manifest), "--out", str(from_manifest), "--no-progress")
+    mined = keyseg("mine-keywords", "generate", "--input", str(manifest), "--out", str(from_manifest), "--no-progress")
     assert mined.returncode == 0, mined.stderr
     by_image = {record["image"]: record["keyword"] for record in keywords}
     assert {record["image"]: record["keyword"] for record in json.loads(from_manifest.read_text())} == by_image

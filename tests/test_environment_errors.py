@@ -32,7 +32,7 @@ def world():
     """A world-readable folder holding a small demo data set (a dropped-root process must read it)."""
     root = Path(tempfile.mkdtemp(prefix="keyseg-env-"))
     root.chmod(0o755)
-    done = subprocess.run([KEYSEG, "demo-data", str(root / "data"), "--images", "8"], capture_output=True, text=True)
+    done = subprocess.run([KEYSEG, "demo-data", "--out", str(root / "data"), "--images", "8"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     for path in root.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -71,9 +71,9 @@ def commands(world: Path, out: Path) -> dict[str, list[str]]:
     return {
         "prepare": [KEYSEG, "prepare", "--data-dir", str(world / "data"), "--out", str(out / "prepared"),
                     "--workers", "1", "--no-progress"],
-        "mine-keywords": [KEYSEG, "mine-keywords", "generate", str(train_json), "--backend", "heuristic",
+        "mine-keywords": [KEYSEG, "mine-keywords", "generate", "--input", str(train_json), "--backend", "heuristic",
                           "--out", str(out / "keywords.json"), "--no-cache", "--no-progress"],
-        "demo-data": [KEYSEG, "demo-data", str(out / "data"), "--images", "8"],
+        "demo-data": [KEYSEG, "demo-data", "--out", str(out / "data"), "--images", "8"],
     }
 
 

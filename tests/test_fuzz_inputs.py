@@ -367,7 +367,7 @@ def test_prepare_reports_or_accepts_every_mutated_record(base, tmp_path, seed):
                  console=Console(file=io.StringIO(), width=200))  # the summary is printed (and escaped) too
     assert not (tmp_path / "pwned").exists()
     texts = error_texts(out)
-    assert result.errors == len(texts)
+    assert result.failed == len(texts)
     records = manifest_records(out)
     for name, split_records in records.items():
         for record in split_records:

@@ -159,7 +159,7 @@ def test_schema_check_accepts_or_gives_a_reason(json_fuzz):
 def verified(json_fuzz):
     """`keyseg shards verify` over the fuzzed set: (CLI result, verify_report.json)."""
     root, _, _ = json_fuzz
-    result = CliRunner().invoke(app, ["shards", "verify", str(root), "--no-progress"])
+    result = CliRunner().invoke(app, ["shards", "verify", "--shards", str(root), "--no-progress"])
     return result, json.loads((root / "verify_report.json").read_text())
 
 
@@ -249,11 +249,11 @@ def test_mutated_tars_are_reported_and_other_shards_are_untouched(tar_base, tmp_
         (root / target_entry["path"]).write_bytes(mutated)
 
         result = shards_verify.run(shards_verify.VerifyConfig(shards=root, show_progress=False), console=quiet)
-        shards_with_problems = {problem["shard"] for problem in result.problems}
-        assert shards_with_problems == {target_entry["path"]}, (case, result.problems)
-        assert all(problem["problem"] for problem in result.problems)
+        shards_with_problems = {problem["shard"] for problem in result.bad}
+        assert shards_with_problems == {target_entry["path"]}, (case, result.bad)
+        assert all(problem["problem"] for problem in result.bad)
         intact = {key for key, end in ends.items() if end <= changed_at}
-        assert not intact & {problem["key"] for problem in result.problems}, (case, result.problems)
+        assert not intact & {problem["key"] for problem in result.bad}, (case, result.bad)
 
         delivered, skipped = [], []
         for batch in make_eval_pipeline(resolve_shards(root, SPLITS), CONFIG, 4):

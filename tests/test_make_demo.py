@@ -65,7 +65,7 @@ def test_make_demo_runs_the_remaining_stages_and_trains(demo_chain, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((demo / "summary.json").read_text())
     assert list(summary["stages"]) == ["evaluate-before", "train", "evaluate-after"]  # the rest was up to date
-    assert "before and after training" in done.stdout
+    assert "before and after training" in done.stderr  # keyseg prints its tables on stderr
 
     # Training ran its steps with finite losses.
     records = [json.loads(line) for line in (demo / "train/metrics.jsonl").read_text().splitlines()]
@@ -106,9 +106,10 @@ def test_make_demo_runs_the_remaining_stages_and_trains(demo_chain, tmp_path):
     # The README's pictures come out of this run: PNGs of the documented widths.
     from PIL import Image
 
-    from pipelines.demo import pictures
+    from pipelines import demo_report
 
-    written = pictures(demo, shards, tmp_path / "pictures")
+    written = demo_report.run(demo_report.PicturesConfig(demo_dir=demo, shards_dir=shards,
+                                                         out_dir=tmp_path / "pictures")).written
     assert sorted(path.name for path in written) == ["gallery.png", "prepare_overlays.png", "shard_stats.png"]
     for name, width in (("gallery.png", 900), ("prepare_overlays.png", 480)):
         with Image.open(tmp_path / "pictures" / name) as picture:

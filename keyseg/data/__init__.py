@@ -3,7 +3,7 @@
     transforms    SAM (longest side L, padded) and CLIP (shortest side S, centre crop) inputs
     conversation  the reference's conversation text: templates, [SEG] answers, KeySeg's [KEY]
     samples       one shard sample -> tensors, masks and texts (train: random queries)
-    loader        shard URLs (index, braces, http, s3, pipe), train/eval pipelines, collate
+    loader        shard URLs (index, braces, http, s3, pipe), train/eval streams, collate
 """
 
 from keyseg.data.conversation import ConversationConfig, eval_query

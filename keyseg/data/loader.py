@@ -1,4 +1,4 @@
-"""WebDataset pipelines over KeySeg shards: train (resampled, mixed, fixed-length epochs)
+"""WebDataset streams over KeySeg shards: train (resampled, mixed, fixed-length epochs)
 and eval (every sample exactly once across ranks and workers).
 
 URLs: `resolve_shards` turns a shard-set folder + split names (via its index.json), brace
@@ -26,7 +26,7 @@ carries the skips seen since the previous one (`batch["skipped"]`), so the `KeyS
 returned by `make_loader` sums them in the main process (`loader.stats`, reset every
 epoch). Each worker also logs a summary line when its iteration ends. An eval worker that
 decodes nothing at all sends its skips on a batch without samples, which only
-`KeySegLoader` expects: iterate eval pipelines through it.
+`KeySegLoader` expects: iterate eval streams through it.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class WeightedMix(wds.RandomMix):
                 return
 
 
-# ---------------------------------------------------------------- pipelines
+# ---------------------------------------------------------------- streams
 def collate(samples: list[dict]) -> dict:
     """A batch: stacked images, per-image masks, flattened texts with `offsets` (B+1)."""
     counts = [len(sample["questions"]) for sample in samples]

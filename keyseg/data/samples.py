@@ -198,5 +198,5 @@ class SampleDecoder:
 
 
 def decode_sample(raw: dict, config: SampleConfig, rng: random.Random | None = None) -> dict:
-    """One-off `SampleDecoder(config)(raw, rng)`; pipelines hold a decoder instead."""
+    """One-off `SampleDecoder(config)(raw, rng)`; streams hold a decoder instead."""
     return SampleDecoder(config)(raw, rng)

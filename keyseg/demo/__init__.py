@@ -1,7 +1,7 @@
 """Deterministic synthetic data in native ReasonSeg and refCOCO (REFER) layouts.
 
-Library code only: no CLI, no global state. See ``pipelines/demo_data.py`` for
-the entry point that writes a whole demo data dir.
+Library code only: no CLI, no global state. ``keyseg demo-data`` is the command that
+writes a whole demo data dir.
 """
 
 from .reasonseg import SPECIALS, Special, make_reasonseg_sample, split_sizes, write_reasonseg

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from keyseg.data.conversation import EVAL_ANSWER, conversation, generation_prompt, with_image_markers
+from keyseg.model.config import image_patches
 from keyseg.model.tokens import KEY_TOKEN, SEG_TOKEN, as_reference_tokenizer
-from keyseg.training.batches import image_patches
 
 
 @dataclass

@@ -5,8 +5,10 @@ keyword must be short, occur in the record's text (singular or plural), and be u
 there as a noun phrase rather than as an adjective or as the first part of a longer
 compound ("steering" out of "steering wheel").
 
-Without a tagger the noun test is context-light: word classes come from a dictionary
-(see `lexicon`), and the text is only inspected right around each occurrence.
+Where noun phrases start and end is `noun_phrases`' job; this module decides what a
+keyword's occurrences say about it. Without a tagger the noun test is context-light: word
+classes come from a dictionary (see `lexicon`), and the text is only inspected right
+around each occurrence.
 """
 
 from __future__ import annotations
@@ -16,25 +18,11 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
-from keyseg.keywords.lexicon import (
-    can_be_noun,
-    closed_class,
-    is_generic,
-    is_participle,
-    singular,
-    word_forms,
-    word_pos,
-)
+from keyseg.keywords.lexicon import can_be_noun, closed_class, is_generic, singular, word_forms, word_pos
+from keyseg.keywords.noun_phrases import is_possessive_at, modifies_next, opens_noun_phrase_before, phrase_extension
 
 MAX_WORDS = 3
 
-# A word of the text: letters/digits, hyphenated parts kept together ("t-shirt").
-WORD = r"[^\W_]+(?:-[^\W_]+)*"
-_NEXT_WORD = re.compile(r"(\s+)(" + WORD + r")")
-# The word before a position, matched on the reversed text so that the match is
-# anchored at the position (a "$"-anchored search would try every start).
-_PREV_WORD_REVERSED = re.compile(r"\s+(,?)((?:s?['\u2019])?)((?:[^\W_]+-)*[^\W_]+)")
-_POSSESSIVE = re.compile(r"['\u2019](?:s(?![^\W_])|(?![^\W_]))")
 _QUOTES_AND_PUNCT = "\"'`\u2018\u2019\u201c\u201d.,;:!?()[]{}<>*_-\u2013\u2014 \t\r\n"
 
 _TAG_NAMES = {
@@ -110,115 +98,6 @@ def find_evidence(keyword: str, query: str, outputs: str) -> tuple[Evidence, ...
     return tuple(found)
 
 
-@lru_cache(maxsize=65536)
-def continues_noun_phrase(word: str) -> bool:
-    """Could ``word``, right after a noun phrase, be the head that phrase modifies?
-
-    True for nouns ("wheel" after "steering"); false for function words, auxiliaries
-    ("can", "will" have noun readings too) and participles ("the cat sitting").
-    """
-    w = word.lower()
-    return can_be_noun(w) and "AUX" not in word_pos(w) and not is_participle(w)
-
-
-# Determiners that announce a plural: "two traffic lights at the corner" is a compound.
-_PLURAL_DETERMINERS = frozenset("these those many several few both all some".split())
-
-
-def verb_with_object(word: str, after: str | None, determiner: str | None = None, *, prepositions: bool = True) -> bool:
-    """Is ``word`` (followed by ``after``) a verb in -s rather than a plural noun?
-
-    "keeps" in "the umbrella keeps you dry", "serves" in "the dome serves as a roof":
-    an -s form that is also a verb, followed by a pronoun, determiner, number or "as".
-    With ``prepositions`` a preposition counts too ("the spoon rests in the bowl"),
-    unless the ``determiner`` before the phrase announces a plural ("two traffic
-    lights at the corner"); "the traffic lights at the corner" is still misread.
-    """
-    w = word.lower()
-    if after is None or singular(w) == w or "VERB" not in word_pos(w):
-        return False
-    a = after.lower()
-    closed = closed_class(a)
-    if a == "as" or closed & {"DET", "PRON", "NUM"}:
-        return True
-    if not prepositions or "ADP" not in closed:
-        return False
-    d = (determiner or "").lower()
-    return not (d in _PLURAL_DETERMINERS or ("NUM" in closed_class(d) and d != "one"))
-
-
-def _next_words(text: str, end: int) -> tuple[str | None, str | None]:
-    """The two words after ``end`` when only spaces separate them (punctuation ends a phrase)."""
-    if _POSSESSIVE.match(text, end):
-        return None, None
-    first = _NEXT_WORD.match(text, end)
-    if not first:
-        return None, None
-    second = None if _POSSESSIVE.match(text, first.end()) else _NEXT_WORD.match(text, first.end())
-    return first.group(2), second.group(2) if second else None
-
-
-def _modifies_next(text: str, start: int, end: int) -> bool:
-    """Does the phrase at ``start:end`` modify a noun right after it ("steering| wheel")?"""
-    following, after = _next_words(text, end)
-    if following is None or not continues_noun_phrase(following):
-        return False
-    before = _previous_word(text, start)
-    return not verb_with_object(following, after, before[0] if before else None)
-
-
-def _is_possessive_at(text: str, end: int) -> bool:
-    return bool(_POSSESSIVE.match(text, end))
-
-
-# Words that look like determiners or prepositions but usually start a clause or an
-# infinitive instead of a noun phrase ("which helps", "used to scoop").
-_NOT_PHRASE_OPENERS = frozenset({"to", "which", "that", "what", "who"})
-
-
-def _previous_word(text: str, cursor: int) -> tuple[str, bool, bool, int] | None:
-    """(word, possessive, comma after it, start) of the word before ``cursor``; None at punctuation."""
-    window = text[max(0, cursor - 48) : cursor][::-1]
-    m = _PREV_WORD_REVERSED.match(window)
-    if not m:
-        return None
-    return m.group(3)[::-1], bool(m.group(2)), bool(m.group(1)), cursor - m.end()
-
-
-def opens_noun_phrase_before(text: str, start: int) -> bool:
-    """Does the text before ``start`` open a noun phrase?
-
-    Yes after a determiner, number, possessive or preposition, and after an -ing/-ed
-    verb form ("wearing sunglasses", "a glowing lamp"). Walks back over up to four
-    describing words or noun modifiers ("the only large red ...", "a traffic ...").
-    An auxiliary ("is red"), another verb or punctuation on the way means no.
-    """
-    cursor = start
-    for _ in range(5):
-        prev = _previous_word(text, cursor)
-        if prev is None:
-            return False
-        raw, possessive, comma, cursor = prev
-        word = raw.lower()
-        closed = closed_class(word)
-        tags = word_pos(word)
-        if comma:  # "a small, old garage": only a describing word may stand before a comma
-            if closed or "ADJ" not in tags:
-                return False
-            continue
-        if possessive:  # "the dog's ..." - a possessive opens a noun phrase
-            return True
-        if closed:
-            return bool(closed & {"DET", "NUM", "ADP"}) and word not in _NOT_PHRASE_OPENERS
-        if "AUX" in tags:
-            return False
-        if is_participle(word):
-            return True
-        if not (tags & {"ADJ", "ADV"} or continues_noun_phrase(word)):
-            return False
-    return False
-
-
 def _head_is_noun_here(keyword_words: list[str], ev: Evidence, text: str) -> bool:
     """For a head that is also an adjective ("orange", "light"), is it a noun at this occurrence?"""
     head = keyword_words[-1]
@@ -227,7 +106,7 @@ def _head_is_noun_here(keyword_words: list[str], ev: Evidence, text: str) -> boo
     surface = ev.text.lower().replace("-", " ").split()
     if surface[-1] != singular(surface[-1]):  # "oranges": only a noun has a plural
         return True
-    if _is_possessive_at(text, ev.end):
+    if is_possessive_at(text, ev.end):
         return True
     if len(keyword_words) > 1:
         modifier = keyword_words[-2]
@@ -246,19 +125,6 @@ def _describe(word: str) -> str:
     return "only " + ", ".join(names[:-1]) + f" or {names[-1]}"
 
 
-def _extension(text: str, ev: Evidence) -> str:
-    """The occurrence plus the noun(s) it modifies: "steering" -> "steering wheel"."""
-    words = [ev.text.lower()]
-    cursor = ev.end
-    for _ in range(2):
-        m = _NEXT_WORD.match(text, cursor)
-        if not m or not _modifies_next(text, ev.start, cursor):
-            break
-        words.append(m.group(2).lower())
-        cursor = m.end()
-    return " ".join(words)
-
-
 def _usage(keyword: str, evidence: tuple[Evidence, ...], texts: dict[str, str]) -> tuple[bool, Counter[str]]:
     """(used as a noun phrase somewhere, how it is extended where it only modifies a noun)."""
     words = keyword.split()
@@ -268,8 +134,8 @@ def _usage(keyword: str, evidence: tuple[Evidence, ...], texts: dict[str, str]) 
         text = texts[ev.field]
         last = ev.text.lower().replace("-", " ").split()[-1]
         plural = singular(last) != last  # a plural is not a compound's modifier: "the cats climb"
-        if not plural and _modifies_next(text, ev.start, ev.end):
-            extensions[_extension(text, ev)] += 1
+        if not plural and modifies_next(text, ev.start, ev.end):
+            extensions[phrase_extension(text, ev.start, ev.end)] += 1
         elif _head_is_noun_here(words, ev, text):
             noun_use = True
     return noun_use, extensions

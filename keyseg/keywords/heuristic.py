@@ -8,24 +8,29 @@ noun phrases are scored by how often and how early they occur and by a few answe
 cues ("is the X", "X is the answer"). A phrase that also occurs in the query is
 demoted: on the published ReasonSeg keyword file the query's nouns are mostly
 context ("What part of the car ..."), not the target.
+
+Finding the phrases (which words form one, which are used as nouns) is `noun_phrases`'
+job; this module only scores them and keeps the best that passes `check_keyword`.
 """
 
 from __future__ import annotations
 
-import bisect
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from keyseg.keywords.grounding import (
-    WORD,
-    check_keyword,
-    continues_noun_phrase,
-    find_evidence,
-    opens_noun_phrase_before,
-    verb_with_object,
+from keyseg.keywords.grounding import check_keyword, find_evidence
+from keyseg.keywords.lexicon import can_be_noun, is_generic, is_participle, singular, word_pos
+from keyseg.keywords.noun_phrases import (
+    Token,
+    can_modify,
+    token_gerund_modifier,
+    token_in_adjective_run,
+    token_is_noun,
+    token_modifies_next,
+    token_verb_with_object,
+    tokenize,
 )
-from keyseg.keywords.lexicon import can_be_noun, closed_class, is_generic, is_participle, singular, word_pos
 
 HEURISTIC_LIMITS = (
     "The heuristic keyword extractor uses no model and no part-of-speech tagger. Word classes come "
@@ -44,10 +49,6 @@ HEURISTIC_LIMITS = (
     "published keywords that pass check_keyword."
 )
 
-# A word, with an optional possessive ("dog's", "dogs'"); words in [brackets] are
-# special tokens such as [SEG] and are skipped.
-_TOKEN = re.compile(r"(\[)?(" + WORD + r")(['\u2019]s?(?![^\W_]))?(\])?")
-_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 # "is the X", "are two large X": the answer restating what the target is.
 _COPULAS = frozenset({"is", "are", "was", "were", "be", "being"})
 # "The red triangle on the left is the answer": the cue goes to the sentence's subject,
@@ -68,33 +69,7 @@ _ADJECTIVE = -1.0  # heads that are adjectives too ("white", "present") are ofte
 _ONLY_PARTITIVE = -1.0  # "a pair of shoes", "a pile of hay": the named thing is after "of"
 
 
-@dataclass(slots=True)
-class _Token:
-    word: str  # lower-case
-    start: int
-    end: int
-    joined: bool  # only whitespace between this token and the previous one
-    possessive: bool  # followed by 's or '
-    sentence: int  # index of the sentence the token is in
-
-
-def _tokens(text: str) -> list[_Token]:
-    sentence_ends = [m.start() for m in _SENTENCE_END.finditer(text)]
-    tokens: list[_Token] = []
-    prev_end = 0
-    for m in _TOKEN.finditer(text):
-        if m.group(1) and m.group(4):  # [SEG], [KEY]: model tokens, not words
-            prev_end = m.end()
-            continue
-        gap = text[prev_end : m.start(2)]
-        joined = bool(tokens) and not gap.strip() and not tokens[-1].possessive
-        sentence = bisect.bisect_left(sentence_ends, m.start())
-        tokens.append(_Token(m.group(2).lower(), m.start(2), m.end(2), joined, bool(m.group(3)), sentence))
-        prev_end = m.end()
-    return tokens
-
-
-def _after_copula(tokens: list[_Token], first: int) -> bool:
+def _after_copula(tokens: list[Token], first: int) -> bool:
     """Is the phrase starting at token ``first`` at most three words after "is"/"are"?"""
     for k in range(first - 1, max(first - 5, -1), -1):
         if not tokens[k + 1].joined:
@@ -104,7 +79,7 @@ def _after_copula(tokens: list[_Token], first: int) -> bool:
     return False
 
 
-def _sentence_of(tokens: list[_Token], offset: int) -> int:
+def _sentence_of(tokens: list[Token], offset: int) -> int:
     """Sentence index at character ``offset`` (the sentence of the last token starting before it)."""
     sentence = 0
     for tok in tokens:
@@ -114,82 +89,9 @@ def _sentence_of(tokens: list[_Token], offset: int) -> int:
     return sentence
 
 
-def _is_plural(word: str) -> bool:
-    return singular(word) != word
-
-
 def _can_head(word: str) -> bool:
     tags = word_pos(word)
     return can_be_noun(word) and not is_generic(word) and "AUX" not in tags and not is_participle(word)
-
-
-def _can_modify(word: str) -> bool:
-    """A noun modifier of a compound ("traffic" in "traffic light"); adjectives are dropped."""
-    tags = word_pos(word)
-    return "ADJ" not in tags and not _is_plural(word) and continues_noun_phrase(word)
-
-
-def _verb_with_object(tokens: list[_Token], i: int, prepositions: bool) -> bool:
-    """"keeps" in "the umbrella keeps you dry": a verb, not a plural (see grounding.verb_with_object)."""
-    after = tokens[i + 1] if i + 1 < len(tokens) and tokens[i + 1].joined else None
-    determiner = tokens[i - 2] if i >= 2 and tokens[i - 1].joined else None  # before the word ahead of it
-    return verb_with_object(
-        tokens[i].word, after.word if after else None, determiner.word if determiner else None, prepositions=prepositions
-    )
-
-
-def _gerund_modifier(tokens: list[_Token], i: int) -> bool:
-    """"steering" in "the steering wheel": an -ing word inside a noun phrase modifies the noun.
-
-    Only when the -ing word is no adjective itself, and a determiner, number,
-    possessive or plain adjective comes before it:
-    "is wearing sunglasses" and "the man holding flowers" are verbs with objects.
-    """
-    word = tokens[i].word
-    if not word.endswith("ing") or "ADJ" in word_pos(word) or i == 0 or not tokens[i].joined:
-        return False  # "a refreshing treat": an adjective, dropped like the others
-    prev = tokens[i - 1]
-    if prev.possessive or closed_class(prev.word) & {"DET", "NUM"}:
-        return prev.word not in ("that", "which", "what")
-    tags = word_pos(prev.word)
-    return "ADJ" in tags and "NOUN" not in tags and "VERB" not in tags
-
-
-def _modifies(tokens: list[_Token], i: int) -> bool:
-    """Does token ``i`` modify the noun right after it ("steering wheel")?"""
-    tok = tokens[i]
-    if i + 1 >= len(tokens):
-        return False
-    nxt = tokens[i + 1]
-    if not nxt.joined or tok.possessive:
-        return False
-    if _is_plural(tok.word) or _verb_with_object(tokens, i + 1, prepositions=True):
-        return False  # compounds take a singular modifier: "these antlers serve" is a clause
-    if continues_noun_phrase(nxt.word):
-        return True
-    # after an adjective an -ing word is usually a noun: "a high rating", "a tall building"
-    return "ADJ" in word_pos(tok.word) and nxt.word.endswith("ing") and "NOUN" in word_pos(nxt.word)
-
-
-def _in_adjective_run(tokens: list[_Token], i: int, text: str) -> bool:
-    """"long" in "a long wooden bench", "red" in "red, white and blue balloon": adjectives, not heads."""
-    if "ADJ" not in word_pos(tokens[i].word) or i + 1 >= len(tokens):
-        return False
-    nxt = tokens[i + 1]
-    if nxt.word in ("and", "or") and i + 2 < len(tokens):
-        nxt = tokens[i + 2]
-    elif not nxt.joined and text[tokens[i].end : nxt.start].strip() != ",":
-        return False
-    return "ADJ" in word_pos(nxt.word) and not closed_class(nxt.word)
-
-
-def _noun_here(tokens: list[_Token], i: int, text: str) -> bool:
-    """Is token ``i`` used as a noun? Many nouns are verbs too ("use", "help", "serve")."""
-    tok = tokens[i]
-    prev = tokens[i - 1] if i > 0 and tok.joined else None
-    if _is_plural(tok.word) and (prev is None or not closed_class(prev.word)):
-        return True  # "swim caps are ...", but not "it helps"
-    return opens_noun_phrase_before(text, tok.start)
 
 
 @dataclass
@@ -206,7 +108,7 @@ class _Candidate:
 
 def _candidates(text: str) -> dict[str, _Candidate]:
     """Noun phrases of ``text`` used as noun phrases, grouped by singular head word."""
-    tokens = _tokens(text)
+    tokens = tokenize(text)
     # (sentence, offset) of each "... is the answer" clause
     answer_clauses = [(_sentence_of(tokens, m.start()), m.start()) for m in _ANSWER_CLAUSE.finditer(text)]
     subject_seen: set[int] = set()  # sentences whose first noun phrase has been found
@@ -214,14 +116,15 @@ def _candidates(text: str) -> dict[str, _Candidate]:
     for i, tok in enumerate(tokens):
         if not _can_head(tok.word):
             continue
-        if _modifies(tokens, i):
+        if token_modifies_next(tokens, i):
             continue  # "steering" in "steering wheel": a modifier here, not a head
-        if _in_adjective_run(tokens, i, text) or _verb_with_object(tokens, i, prepositions=False) or not _noun_here(tokens, i, text):
+        if (token_in_adjective_run(tokens, i, text) or token_verb_with_object(tokens, i, prepositions=False)
+                or not token_is_noun(tokens, i, text)):
             continue
         nxt = tokens[i + 1] if i + 1 < len(tokens) else None
         first = i  # extend left over noun modifiers, at most three words in all
         while i - first < 2 and tokens[first].joined and not tokens[first - 1].possessive:
-            if not (_can_modify(tokens[first - 1].word) or _gerund_modifier(tokens, first - 1)):
+            if not (can_modify(tokens[first - 1].word) or token_gerund_modifier(tokens, first - 1)):
                 break
             first -= 1
         head = singular(tok.word)

@@ -220,3 +220,9 @@ class KeySegConfig:
             lora_r=0,
         )
         return dataclasses.replace(config, **overrides)
+
+
+def image_patches(config: KeySegConfig) -> int:
+    """Number of CLIP patch features that replace the one <image> placeholder of a row."""
+    patch = int(config.vision.get("patch_size", 32))
+    return (config.clip_image_size // patch) ** 2

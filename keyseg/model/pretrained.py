@@ -12,8 +12,8 @@
 
 Every file is written through a temporary file and a rename, with the usual file mode; the
 card is generated from the other files (`write_model_card` rewrites it).
-Also here: building the model of a training run's checkpoint (`build_for_checkpoint`,
-`load_checkpoint`) and `export_checkpoint`, which `keyseg export` and `keyseg train` call.
+Turning a training run's checkpoint into such a folder is training's part
+(`keyseg.training.export`).
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def load_pretrained(folder: str | Path, device: str = "cpu"):
     from safetensors.torch import load_file
 
     from keyseg.model.keyseg import KeySegModel
-    from keyseg.training.tokenizer import load_tokenizer
+    from keyseg.model.tokenizer import load_tokenizer
 
     folder = Path(folder)
     if not is_pretrained_folder(folder):
@@ -226,74 +226,5 @@ def load_pretrained(folder: str | Path, device: str = "cpu"):
     return model.to(device).eval(), tokenizer
 
 
-# ---------------------------------------------------------------------------- training checkpoints
-def build_for_checkpoint(run_dir: Path):
-    """(model, tokenizer) shaped exactly like the run's model (LoRA wrapping included)."""
-    from keyseg.model import KeySegConfig, KeySegModel
-    from keyseg.model.params import apply_lora
-    from keyseg.training.tokenizer import load_tokenizer
-
-    config = KeySegConfig.from_dict(json.loads((Path(run_dir) / "model_config.json").read_text()))
-    tokenizer = load_tokenizer(Path(run_dir) / "tokenizer")
-    model = KeySegModel.from_config(config, tokenizer)
-    model = apply_lora(model, config) or model
-    return model, tokenizer
-
-
-def load_checkpoint(path: str | Path):
-    """(model, tokenizer, checkpoints folder, tag, run folder) for a training run, its
-    checkpoints/ folder or one tag folder; the weights go through keyseg's restricted loader
-    (a checkpoint file that would run code is refused) and must all match."""
-    from keyseg.training.checkpoints import load_zero_state_dict, resolve_checkpoint
-
-    folder, tag, run_dir = resolve_checkpoint(Path(path))
-    state = load_zero_state_dict(folder, tag)
-    model, tokenizer = build_for_checkpoint(run_dir)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise DataError(folder / tag, f"checkpoint does not match the run's model: {len(missing)} missing "
-                                      f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-    return model, tokenizer, folder, tag, run_dir
-
-
-def export_checkpoint(checkpoint: str | Path, out: str | Path, base_model: str | None = None) -> dict:
-    """A training checkpoint -> an exported folder at `out` (LoRA merged); returns export_info."""
-    from keyseg.model.params import merge_lora
-
-    model, tokenizer, folder, tag, run_dir = load_checkpoint(checkpoint)
-    model = merge_lora(model)
-    train_state = json.loads((folder / tag / "train_state.json").read_text())
-    export_info = {"checkpoint": str((folder / tag).resolve()), "tag": tag, "step": train_state.get("step"),
-                   "epoch": train_state.get("epoch"), "best_giou": train_state.get("best_giou")}
-    save_pretrained(model, tokenizer, out, train_config=_read_json(run_dir / TRAIN_CONFIG_FILE),
-                    data_provenance=_read_json(run_dir / PROVENANCE_FILE), export_info=export_info,
-                    base_model=base_model)
-    return export_info
-
-
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-# ---------------------------------------------------------------------------- evaluation
-def load_for_evaluation(path: str | Path, device: str = "cpu"):
-    """(model, tokenizer, provenance) from an exported folder, a training run folder (its
-    latest checkpoint), its checkpoints/ folder or one checkpoint tag folder."""
-    path = Path(path)
-    if is_pretrained_folder(path):
-        model, tokenizer = load_pretrained(path, device)
-        return model, tokenizer, _provenance(path)
-    model, tokenizer, _, _, run_dir = load_checkpoint(path)
-    return model.to(device).eval(), tokenizer, _provenance(run_dir)
-
-
-def _provenance(folder: Path) -> dict:
-    """What the model was trained on: the training config's splits and the shard inputs."""
-    provenance = {}
-    train = _read_json(folder / TRAIN_CONFIG_FILE)
-    if train is not None:
-        provenance["trained_on"] = [source["split"] for source in train.get("data", {}).get("train", [])]
-    data = _read_json(folder / PROVENANCE_FILE)
-    if data is not None:
-        provenance["data"] = data
-    return provenance

@@ -34,6 +34,16 @@ class UnsafeMemberError(DataError):
         super().__init__(shard, reason)
 
 
+# What reading a damaged tar can raise (tarfile's own errors, a short read, a refused name).
+TAR_ERRORS = (tarfile.TarError, UnsafeMemberError, EOFError, OSError)
+
+
+def problem_line(problem: dict) -> str:
+    """One line for a bad shard or sample found by verify or stats: "shard key: problem"."""
+    key = f" {problem['key']}" if problem["key"] else ""
+    return f"{problem['shard']}{key}: {problem['problem']}"
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     path: Path

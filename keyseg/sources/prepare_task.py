@@ -13,7 +13,7 @@ from pathlib import Path
 from keyseg.errors import DataError
 from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_image, set_max_image_pixels
 from keyseg.io import atomic_write_bytes, sha256_bytes
-from keyseg.masks.overlay import overlay_panel, overlay_strip
+from keyseg.masks.overlay import overlay_png, overlay_strip, target_overlay
 from keyseg.masks.png import encode_png
 from keyseg.sources.files import data_file
 from keyseg.sources.reasonseg import ReasonSegItem, convert_reasonseg, explanatory_fingerprint
@@ -21,7 +21,7 @@ from keyseg.sources.records import Issue, PreparedImage
 from keyseg.sources.refer import ReferItem, convert_refer
 
 # Bump when the masks or records this code writes change, so old outputs are redone.
-PREPARE_FORMAT_VERSION = 1
+PREPARE_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -177,11 +177,11 @@ def _convert(task: PrepareTask, inputs: list[bytes]) -> PreparedImage:
 
 
 def _write_overlay(task: PrepareTask, prepared: PreparedImage, image_bytes: bytes, split_dir: Path) -> str:
-    image = decode_image(image_bytes)
+    image_rgb = decode_image(image_bytes)[:, :, ::-1]  # OpenCV decodes BGR; the drawer takes RGB
     panels = [
-        overlay_panel(image, target.mask, target.outlines, target.texts[0] if target.texts else "")
+        target_overlay(image_rgb, target.mask, target.outlines, target.texts[0] if target.texts else "")
         for target in prepared.targets[:4]
     ]
     relative = Path("overlays") / f"{task.record_id}.png"
-    atomic_write_bytes(split_dir / relative, encode_png(overlay_strip(panels), params=[]))
+    atomic_write_bytes(split_dir / relative, overlay_png(overlay_strip(panels)))
     return f"{task.source}/{task.split}/{relative.as_posix()}"

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from keyseg.model.config import image_patches
 from keyseg.model.tokens import as_reference_tokenizer
-
-
-def image_patches(model_config) -> int:
-    """Number of CLIP patch features that replace the one <image> placeholder."""
-    patch = int(model_config.vision.get("patch_size", 32))
-    return (model_config.clip_image_size // patch) ** 2
 
 
 def text_token_limit(model_config, max_length: int) -> int:

@@ -94,9 +94,16 @@ def restore_rank_rng(tag_dir: Path, rank: int) -> None:
 
 def load_zero_state_dict(folder: Path, tag: str) -> dict:
     """The model's full fp32 state dict from a (ZeRO-partitioned) checkpoint tag folder."""
+    import contextlib
+    import io
+
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    with restricted_loading(Path(folder) / tag):
+    # DeepSpeed narrates the consolidation (prints and a progress bar): kept out of our
+    # output; a failure still raises with its own message.
+    chatter = io.StringIO()
+    with restricted_loading(Path(folder) / tag), contextlib.redirect_stdout(chatter), \
+            contextlib.redirect_stderr(chatter):
         return get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag)
 
 

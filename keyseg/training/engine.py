@@ -28,27 +28,33 @@ def total_steps(config: TrainConfig) -> int:
 
 
 def parameter_groups(named_parameters, lr_scales: dict) -> list[dict]:
-    """Trainable parameters grouped by learning-rate scale: [{"params", "lr_scale"}, ...].
+    """Trainable parameters grouped by learning-rate scale: [{"params", "lr_scale", "name"}, ...].
 
     Each parameter takes the scale of the longest prefix of `lr_scales` its name starts
     with (1.0 if none). Groups come in a fixed order so checkpoints resume into the same
     groups: the base group (scale 1.0) first, so the logged "lr" is `optim.lr`'s schedule,
-    then the others by scale.
+    then the others by scale. A group's name is "base" for scale 1.0, else its prefixes
+    joined by "+" (e.g. "keyword_fusion+sam"): the same config always gives the same names,
+    which label the learning-rate curves.
     """
     prefixes = sorted(lr_scales, key=len, reverse=True)
     by_scale: dict[float, list] = {}
+    prefixes_by_scale: dict[float, set] = {}
     used = set()
     for name, parameter in named_parameters:
         if not parameter.requires_grad:
             continue
         prefix = next((p for p in prefixes if name == p or name.startswith(p + ".")), None)
         used.add(prefix)
-        by_scale.setdefault(float(lr_scales[prefix]) if prefix else 1.0, []).append(parameter)
+        scale = float(lr_scales[prefix]) if prefix else 1.0
+        by_scale.setdefault(scale, []).append(parameter)
+        prefixes_by_scale.setdefault(scale, set()).add(prefix)
     unused = sorted(set(prefixes) - used)
     if unused:
         raise ValueError(f"optim.lr_scales: no trainable parameter under {unused}")
     order = sorted(by_scale, key=lambda scale: (scale != 1.0, scale))
-    return [{"params": by_scale[scale], "lr_scale": scale} for scale in order]
+    return [{"params": by_scale[scale], "lr_scale": scale,
+             "name": "base" if scale == 1.0 else "+".join(sorted(prefixes_by_scale[scale]))} for scale in order]
 
 
 def deepspeed_config(config: TrainConfig, on_cpu: bool, groups: list[dict] | None = None) -> dict:

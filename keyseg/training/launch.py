@@ -29,10 +29,13 @@ def strip_gpus(argv: list[str]) -> list[str]:
     return cleaned
 
 
-def torchrun_command(processes: int, argv: list[str]) -> list[str]:
-    """torchrun on one node; DeepSpeed picks the world up from its environment variables."""
+def torchrun_command(processes: int, module: str, argv: list[str]) -> list[str]:
+    """torchrun on one node running `python -m MODULE ARGV` (without --gpus) per process.
+
+    The caller names its own entry module, so this library never refers to the command
+    line that uses it. DeepSpeed picks the world up from torchrun's environment variables."""
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-            f"--master_port={free_port()}", "-m", "cli", *strip_gpus(argv)]
+            f"--master_port={free_port()}", "-m", module, *strip_gpus(argv)]
 
 
 def leave_process_group(synchronise: bool) -> None:
@@ -51,3 +54,24 @@ def leave_process_group(synchronise: bool) -> None:
         except RuntimeError:
             pass  # a peer is already gone: nothing left to wait for
     dist.destroy_process_group()
+
+
+def select_deepspeed_accelerator() -> None:
+    """Name DeepSpeed's accelerator before it is imported, unless the user already did.
+
+    Left to detect it, DeepSpeed warns "Setting accelerator to CPU ... unable to detect it"
+    on every CPU run: nothing a user can act on, printed in the middle of our output."""
+    import os
+
+    if "DS_ACCELERATOR" not in os.environ:
+        import torch
+
+        os.environ["DS_ACCELERATOR"] = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def filter_deepspeed_notices() -> None:
+    """Drop DeepSpeed log lines a user cannot act on (its scheduler asks for a learning
+    rate before its first step, once per run, by design of its own engine)."""
+    from deepspeed.utils import logger
+
+    logger.addFilter(lambda record: "before it has started" not in record.getMessage())

@@ -31,14 +31,16 @@ from keyseg.data.samples import SampleConfig
 from keyseg.data.skips import LoaderStats, SkipLog
 from keyseg.metrics import IoUStats, intersection_union
 from keyseg.model.tokens import ReferenceTokenizer
+from keyseg.runner import StageResult
 from keyseg.training import checkpoints
 from keyseg.training.batches import model_inputs
+from keyseg.training.engine import parameter_groups
 
 LOSS_NAMES = ("loss", "ce", "bce", "dice", "key")
 
 
 @dataclass
-class TrainResult:
+class TrainResult(StageResult):
     steps: int = 0
     epochs: int = 0
     losses: list[float] = field(default_factory=list)  # total loss per optimizer step (rank 0)
@@ -69,6 +71,10 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
+        # The engine's optimizer groups, in order: it was given `parameter_groups` of this
+        # model and config, so the same call names them.
+        self.lr_group_names = [group["name"] for group in
+                               parameter_groups(engine.module.named_parameters(), self.config.optim.lr_scales)]
         self.state = {"step": 0, "epoch": 0, "micro_in_epoch": 0, "best_giou": None, "bad_epochs": 0}
         self.resumed_from: Path | None = None  # the checkpoint tag folder this run resumed from
         # Samples skipped while reading data, over all ranks (this run, not resumed ones).
@@ -145,8 +151,9 @@ class Trainer:
                         elapsed = time.perf_counter() - started
                         speed = samples * self.world / max(elapsed, 1e-9)
                         self._log_step(losses, speed, waited / max(elapsed, 1e-9))
-                        progress.update(bar, completed=self.state["step"], loss=_format_losses(losses),
-                                        speed=f"{speed:.1f} img/s, wait {100 * waited / max(elapsed, 1e-9):.0f}%")
+                        # The total only: the bar fits 80 columns; the parts go to TensorBoard.
+                        progress.update(bar, completed=self.state["step"], loss=f"loss {losses['loss']:.3f}",
+                                        speed=f"{speed:.1f} img/s")
                         accumulated = {name: 0.0 for name in LOSS_NAMES}
                         if self.state["step"] % self.config.checkpoint_every == 0:
                             self._save(checkpoints.step_tag(self.state["step"]))
@@ -290,7 +297,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ reporting
     def _progress(self) -> Progress:
-        return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+        return Progress(TextColumn("[bold]train"), BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
                         TextColumn("[dim]{task.fields[speed]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                         console=self.console, disable=self.rank != 0 or not self.run.show_progress)
 
@@ -302,11 +309,15 @@ class Trainer:
             self.writer.add_scalar(f"train/{name}", value, step)
         group_lrs = list(self.engine.get_lr())
         self.writer.add_scalar("train/lr", group_lrs[0], step)
-        # With optim.lr_scales there is one group per scale: the base group first, then the
-        # others in deepspeed_config.json's order.
+        # With optim.lr_scales there is one group per scale, in deepspeed_config.json's order
+        # (the base group first); each also gets a curve named after its group.
         extra = {"group_lrs": group_lrs} if len(group_lrs) > 1 else {}
-        for index, value in enumerate(group_lrs[1:], start=1):
-            self.writer.add_scalar(f"train/lr_group{index}", value, step)
+        if len(group_lrs) > 1:
+            names = self.lr_group_names
+            if len(names) != len(group_lrs):  # not the engine `parameter_groups` built: number them
+                names = [f"group{index}" for index in range(len(group_lrs))]
+            for name, value in zip(names, group_lrs):
+                self.writer.add_scalar(f"train/lr/{name}", value, step)
         self.writer.add_scalar("train/samples_per_second", speed, step)
         self.writer.add_scalar("train/data_wait_fraction", wait, step)
         self._append_metrics({"step": step, "epoch": self.state["epoch"], "lr": group_lrs[0], **extra, **losses,
@@ -332,6 +343,3 @@ def _unwrap(module):
     """The KeySegModel inside DeepSpeed's engine (and a peft wrapper, if any)."""
     return getattr(module, "module", module)
 
-
-def _format_losses(losses: dict) -> str:
-    return " ".join(f"{name} {value:.3f}" for name, value in losses.items())

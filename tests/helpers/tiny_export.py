@@ -9,7 +9,7 @@ import torch
 
 def write_tiny_export(folder: Path, texts: list[str], trained_on: list[str], seed: int = 0) -> Path:
     from keyseg.model import KeySegConfig, KeySegModel
-    from keyseg.training.tokenizer import word_level_tokenizer
+    from keyseg.model.tokenizer import word_level_tokenizer
 
     tokenizer = word_level_tokenizer(texts)
     torch.manual_seed(seed)

@@ -18,7 +18,7 @@ DEFAULT_TEXTS = [
 
 def make_tiny_tokenizer(texts: list[str] | tuple[str, ...] = ()):
     """The library's word-level tokenizer over DEFAULT_TEXTS and `texts` ("<pad>" 0, "<unk>" 1, "</s>" 2)."""
-    from keyseg.training.tokenizer import word_level_tokenizer
+    from keyseg.model.tokenizer import word_level_tokenizer
 
     return word_level_tokenizer([*DEFAULT_TEXTS, *texts])
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def build_word_tokenizer(texts: list[str]):
-    from keyseg.training.tokenizer import word_level_tokenizer
+    from keyseg.model.tokenizer import word_level_tokenizer
 
     return word_level_tokenizer(texts)
 

@@ -135,7 +135,7 @@ def refer_targets(shards, split):
 
 def assert_auditable(rows, model_dir):
     """Each row's prompt, tokenised again, has [SEG]/[KEY] exactly at the recorded positions."""
-    from keyseg.model.pretrained import load_for_evaluation
+    from keyseg.training.export import load_for_evaluation
     from keyseg.model.tokens import ReferenceTokenizer
 
     model, tokenizer, _ = load_for_evaluation(model_dir)

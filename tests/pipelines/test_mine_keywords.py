@@ -17,7 +17,7 @@ from openai_server import FakeOpenAIServer
 
 def generate(explanatory, server, tmp_path, *extra, cache="cache", env=None):
     out = tmp_path / "keywords.json"
-    args = ["mine-keywords", "generate", str(explanatory), "--out", str(out), "--base-url", server.url,
+    args = ["mine-keywords", "generate", "--input", str(explanatory), "--out", str(out), "--base-url", server.url,
             "--model", "fake-keyword-model", "--cache-dir", str(tmp_path / cache), "--no-progress",
             "--api-key-env", "KEYSEG_TEST_KEY", *extra]
     result = CliRunner().invoke(app, args, env={"KEYSEG_TEST_KEY": SECRET, "COLUMNS": "160", **(env or {})})
@@ -127,7 +127,7 @@ def test_killed_run_resumes_to_the_same_output_and_the_key_never_leaks(explanato
         result, reference = generate(explanatory, server, tmp_path / "ref", cache="ref-cache")
         assert result.exit_code == 0
         out = tmp_path / "resumed" / "keywords.json"
-        command = [sys.executable, "-m", "cli", "mine-keywords", "generate", str(explanatory), "--out", str(out),
+        command = [sys.executable, "-m", "cli", "mine-keywords", "generate", "--input", str(explanatory), "--out", str(out),
                    "--base-url", server.url, "--model", "fake-keyword-model", "--cache-dir",
                    str(tmp_path / "resumed-cache"), "--concurrency", "2", "--no-progress",
                    "--api-key-env", "KEYSEG_TEST_KEY"]
@@ -159,7 +159,7 @@ def test_killed_run_resumes_to_the_same_output_and_the_key_never_leaks(explanato
 def test_batch_file_then_batch_results_needs_no_requests(explanatory, tmp_path):
     with FakeOpenAIServer(responder=keyword_responder()) as server:
         batch = tmp_path / "batch.jsonl"
-        result, _ = generate(explanatory, server, tmp_path, "--batch-file", str(batch))
+        result, _ = generate(explanatory, server, tmp_path, "--batch-api-requests", str(batch))
         assert result.exit_code == 0 and server.completion_requests == 0
         requests = [json.loads(line) for line in batch.read_text().splitlines()]
         assert len(requests) == len(RECORDS)
@@ -175,7 +175,7 @@ def test_batch_file_then_batch_results_needs_no_requests(explanatory, tmp_path):
                              "message": {"role": "assistant", "content": respond(request["body"])}}],
                 "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55}}}}) + "\n"
             for i, request in enumerate(requests)))
-        result, out = generate(explanatory, server, tmp_path, "--batch-results", str(results))
+        result, out = generate(explanatory, server, tmp_path, "--batch-api-results", str(results))
         assert result.exit_code == 0, result.output
         assert server.completion_requests == 0
     assert [record["keyword"] for record in load(out)] == [keyword for _, _, keyword in RECORDS]
@@ -183,7 +183,7 @@ def test_batch_file_then_batch_results_needs_no_requests(explanatory, tmp_path):
 
 def test_heuristic_backend_is_the_offline_default(explanatory, tmp_path):
     out = tmp_path / "keywords.json"
-    result = CliRunner().invoke(app, ["mine-keywords", "generate", str(explanatory), "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(app, ["mine-keywords", "generate", "--input", str(explanatory), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     records = load(out)
     assert all(record["keyword"] for record in records)
@@ -193,7 +193,7 @@ def test_heuristic_backend_is_the_offline_default(explanatory, tmp_path):
 
 
 def test_default_output_path_is_explanatory_key(explanatory):
-    result = CliRunner().invoke(app, ["mine-keywords", "generate", str(explanatory), "--no-progress"])
+    result = CliRunner().invoke(app, ["mine-keywords", "generate", "--input", str(explanatory), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert (explanatory.parent.parent / "explanatory_key" / "keyword_outputs.json").is_file()
 
@@ -214,7 +214,7 @@ def test_validate_flags_adjectives_and_fragments_and_fix_writes_a_copy(tmp_path)
                                       "keyword": k} for i, (q, o, k) in enumerate(PUBLISHED_LIKE)]))
     digest = hashlib.sha256(published.read_bytes()).hexdigest()
     fixed = tmp_path / "fixed.json"
-    result = CliRunner().invoke(app, ["mine-keywords", "validate", str(published), "--fix", str(fixed),
+    result = CliRunner().invoke(app, ["mine-keywords", "validate", "--keywords", str(published), "--fix", str(fixed),
                                       "--no-progress"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
     rows = load(fixed.with_suffix(".report.json"))["records"]
@@ -233,7 +233,7 @@ def test_validate_reports_disagreement_with_an_llm(tmp_path):
     published.write_text(json.dumps([{"query": RECORDS[5][0], "outputs": RECORDS[5][1], "image": "a.jpg",
                                       "json": "a.json", "keyword": "bread"}]))
     with FakeOpenAIServer(responder=keyword_responder()) as server:
-        result = CliRunner().invoke(app, ["mine-keywords", "validate", str(published), "--base-url", server.url,
+        result = CliRunner().invoke(app, ["mine-keywords", "validate", "--keywords", str(published), "--base-url", server.url,
                                           "--model", "m", "--cache-dir", str(tmp_path / "c"), "--no-progress",
                                           "--report", str(tmp_path / "r.json"), "--fix", str(tmp_path / "f.json")])
     assert result.exit_code == 0, result.output
@@ -248,8 +248,8 @@ def test_validate_reports_disagreement_with_an_llm(tmp_path):
     (["--backend", "hf", "--model", "/nonexistent/model"], "needs a local model folder"),
 ])
 def test_bad_arguments_fail_before_any_work(explanatory, tmp_path, args, message):
-    result = CliRunner().invoke(app, ["mine-keywords", "generate", str(explanatory), "--out", str(tmp_path / "k.json"),
-                                      "--no-progress", *args], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["mine-keywords", "generate", "--input", str(explanatory), "--out",
+                                      str(tmp_path / "k.json"), "--no-progress", *args], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "k.json").exists()
 
@@ -259,5 +259,6 @@ def test_fix_refuses_to_overwrite_the_input(tmp_path):
     published.write_text(json.dumps([{"query": "q", "outputs": "a spoon", "image": "a.jpg", "json": "a.json",
                                       "keyword": "spoon"}]))
     before = published.read_bytes()
-    result = CliRunner().invoke(app, ["mine-keywords", "validate", str(published), "--fix", str(published)])
+    result = CliRunner().invoke(app, ["mine-keywords", "validate", "--keywords", str(published), "--fix",
+                                      str(published)])
     assert result.exit_code == 2 and "never overwritten" in result.output and published.read_bytes() == before

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def generate(explanatory, server, tmp_path, *extra, cache="cache"):
     out = tmp_path / "keywords.json"
-    args = ["mine-keywords", "generate", str(explanatory), "--out", str(out), "--base-url", server.url,
+    args = ["mine-keywords", "generate", "--input", str(explanatory), "--out", str(out), "--base-url", server.url,
             "--model", "fake-keyword-model", "--cache-dir", str(tmp_path / cache), "--no-progress",
             "--api-key-env", "KEYSEG_TEST_KEY", *extra]
     result = CliRunner().invoke(app, args, env={"KEYSEG_TEST_KEY": SECRET, "COLUMNS": "160"})
@@ -129,7 +129,7 @@ def test_identical_records_in_one_run_share_one_request(tmp_path, extra):
 # -- Ctrl-C ---------------------------------------------------------------------------------------
 
 def _start(explanatory, server, out, cache, *extra):
-    command = [sys.executable, "-m", "cli", "mine-keywords", "generate", str(explanatory), "--out", str(out),
+    command = [sys.executable, "-m", "cli", "mine-keywords", "generate", "--input", str(explanatory), "--out", str(out),
                "--base-url", server.url, "--model", "fake-keyword-model", "--cache-dir", str(cache),
                "--no-progress", "--api-key-env", "KEYSEG_TEST_KEY", *extra]
     env = {**os.environ, "KEYSEG_TEST_KEY": SECRET}
@@ -242,7 +242,7 @@ def test_a_keyword_file_that_is_not_records_is_one_line_and_exit_1(tmp_path, mod
     path = tmp_path / "keyword_outputs.json"
     path.write_bytes(content)
     out = tmp_path / "out"
-    args = ["mine-keywords", mode, str(path), "--no-progress"]
+    args = ["mine-keywords", mode, "--input" if mode == "generate" else "--keywords", str(path), "--no-progress"]
     args += ["--out", str(out / "k.json")] if mode == "generate" else ["--fix", str(out / "k.json")]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
@@ -260,7 +260,7 @@ def test_a_keyword_file_that_is_not_records_is_one_line_and_exit_1(tmp_path, mod
 def test_a_manifest_that_is_not_a_manifest_is_one_line_and_exit_1(tmp_path, line, reason):
     path = tmp_path / "manifest.jsonl"
     path.write_bytes(line + b"\n")
-    result = CliRunner().invoke(app, ["mine-keywords", "generate", str(path), "--out", str(tmp_path / "k.json"),
+    result = CliRunner().invoke(app, ["mine-keywords", "generate", "--input", str(path), "--out", str(tmp_path / "k.json"),
                                       "--no-progress"], env={"COLUMNS": "80"})
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     (printed,) = result.output.strip().splitlines()
@@ -277,7 +277,7 @@ def test_validate_judges_a_bad_keyword_and_prints_data_as_text(tmp_path):
         {"query": query, "outputs": outputs, "image": "d.jpg", "json": "d.json", "keyword": "spoon"},
     ]))
     fixed = tmp_path / "fixed.json"
-    result = CliRunner().invoke(app, ["mine-keywords", "validate", str(published), "--fix", str(fixed),
+    result = CliRunner().invoke(app, ["mine-keywords", "validate", "--keywords", str(published), "--fix", str(fixed),
                                       "--no-progress"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     rows = load(fixed.with_suffix(".report.json"))["records"]
@@ -287,7 +287,7 @@ def test_validate_judges_a_bad_keyword_and_prints_data_as_text(tmp_path):
     assert "[/]" in result.output and "[blink]spoon" in result.output
 
 
-# -- hostile --batch-results files ----------------------------------------------------------------
+# -- hostile --batch-api-results files ----------------------------------------------------------------
 
 def _batch_line(custom_id, content='{"keyword": "spoon"}'):
     return json.dumps({"id": "batch_req_1", "custom_id": custom_id, "error": None, "response": {
@@ -306,7 +306,7 @@ def test_batch_results_that_are_not_batch_output_are_one_line_and_exit_1(explana
     results = tmp_path / "results.jsonl"
     results.write_bytes(content)
     with FakeOpenAIServer(responder=keyword_responder()) as server:
-        result, out = generate(explanatory, server, tmp_path, "--batch-results", str(results))
+        result, out = generate(explanatory, server, tmp_path, "--batch-api-results", str(results))
         assert server.completion_requests == 0
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     (line,) = result.output.strip().splitlines()
@@ -322,7 +322,7 @@ def test_batch_result_ids_never_name_a_file_outside_the_cache(explanatory, tmp_p
     results.write_text(_batch_line("../marker") + _batch_line("ab/../../../marker") + json.dumps({"custom_id": 5})
                        + "\n")
     with FakeOpenAIServer(responder=keyword_responder()) as server:
-        result, out = generate(explanatory, server, tmp_path, "--batch-results", str(results),
+        result, out = generate(explanatory, server, tmp_path, "--batch-api-results", str(results),
                                cache="a/b/cache")
         assert server.completion_requests == len(RECORDS)  # nothing usable was ingested
     assert result.exit_code == 0, result.output

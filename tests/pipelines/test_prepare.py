@@ -31,7 +31,7 @@ def test_masks_bit_exact_with_reference_on_files(tmp_path):
                         orientation=int(rng.integers(1, 9)) if index % 3 else None,
                         texts=("caf\u00e9 sign",), encoding="cp1252" if index % 7 == 0 else "utf-8")
     result = prepare(data, out, workers=2)
-    assert result.errors == 0
+    assert result.failed == 0
     records = manifest(out, "reasonseg", "val")
     assert len(records) == 40
     for record in records:
@@ -88,7 +88,7 @@ def test_refer_masks_and_records(tmp_path):
     (empty,) = manifest(out, "refcoco", "val")
     assert not cv2.imread(str(out / empty["targets"][0]["mask"]), cv2.IMREAD_UNCHANGED).any()
     assert any(issue["code"] == "empty_segmentation" for issue in result.issues)
-    assert result.errors == 0
+    assert result.failed == 0
 
 
 def build_mixed_good_and_bad(data):
@@ -150,7 +150,7 @@ def test_bad_inputs_become_error_rows_and_good_records_survive(tmp_path):
     assert [r["id"] for r in manifest(out, "reasonseg", "val")] == ["reasonseg-val-good1", "reasonseg-val-good2"]
     (refer_record,) = manifest(out, "refcoco", "train")
     assert [t["ref_id"] for t in refer_record["targets"]] == [1]
-    assert "9 error(s)" in result.output and "noimage.jpg" in result.output
+    assert "9 failed" in result.output and "noimage.jpg" in result.output
 
 
 def mtimes(out):
@@ -212,10 +212,10 @@ def test_warnings_are_reported_and_strict_turns_them_into_errors(tmp_path):
     assert codes == {("bowtie.json", "self_intersection"), ("line.json", "too_few_points"),
                      ("flat.json", "zero_area"), ("outside.json", "outside_image"), ("empty.json", "no_shapes"),
                      ("odd.json", "unknown_label")}
-    assert result.errors == 0 and len(manifest(out, "reasonseg", "val")) == 7
+    assert result.failed == 0 and len(manifest(out, "reasonseg", "val")) == 7
 
     strict = prepare(data, tmp_path / "strict", workers=1, strict=True)
-    assert strict.errors == 6
+    assert strict.failed == 6
     assert [r["id"] for r in manifest(tmp_path / "strict", "reasonseg", "val")] == ["reasonseg-val-fine"]
 
 

@@ -108,13 +108,13 @@ def test_image_paths_that_leave_the_data_folder_are_refused(tmp_path):
     reasons = [row["reason"] for row in json.loads((out / "prepare_report.json").read_text())["issues"]
                if row["code"] == "unsafe_path"]
     assert len(reasons) == 3 and any("is absolute" in r for r in reasons) and any("leaves" in r for r in reasons)
-    assert result.errors == 3
+    assert result.failed == 3
     # The one image folder may itself be a link (a shared COCO copy): that still works.
     shared = tmp_path / "shared_coco"
     (data / COCO_IMAGES).rename(shared)
     (data / COCO_IMAGES).symlink_to(shared, target_is_directory=True)
     again = prepare(data, tmp_path / "out2", sources=["refcoco:unc:train"])
-    assert ids(tmp_path / "out2", "refcoco", "train") == ["refcoco-train-1", "refcoco-train-4"] and again.errors == 2
+    assert ids(tmp_path / "out2", "refcoco", "train") == ["refcoco-train-1", "refcoco-train-4"] and again.failed == 2
 
 
 def shard_members(out):
@@ -130,7 +130,7 @@ def good_prepared(tmp_path, names=("a", "b", "c")):
     data, prepared = tmp_path / "data", tmp_path / "prepared"
     for name in names:
         write_reasonseg(data, "val", name, [square(4, 4, 20)])
-    assert prepare(data, prepared).errors == 0
+    assert prepare(data, prepared).failed == 0
     manifest = prepared / "reasonseg/val/manifest.jsonl"
     return data, prepared, manifest, read_jsonl(manifest)
 
@@ -201,7 +201,7 @@ def test_max_image_pixels_option_bounds_prepare_and_shard(tmp_path):
     data, prepared, manifest, records = good_prepared(tmp_path)
     # The good images are 64 x 48 = 3072 pixels: a bound of 3071 refuses each of them.
     result = prepare(data, tmp_path / "small", max_image_pixels=3071)
-    assert ids(tmp_path / "small", "reasonseg", "val") == [] and result.errors == 3
+    assert ids(tmp_path / "small", "reasonseg", "val") == [] and result.failed == 3
     assert "over the bound of 3,071" in " ".join(error_rows(tmp_path / "small").values())
     assert max_image_pixels() == DEFAULT_MAX_IMAGE_PIXELS  # the call left the process bound as it was
     shards = run_shard(ShardConfig(prepared=prepared, out=tmp_path / "s", workers=2, show_progress=False,
@@ -210,7 +210,7 @@ def test_max_image_pixels_option_bounds_prepare_and_shard(tmp_path):
     # Spawned workers start with the default bound: the task must carry the run's bound to them.
     cli = CliRunner().invoke(app, ["prepare", "--data-dir", str(data), "--out", str(tmp_path / "c"),
                                    "--max-image-pixels", "3071", "--no-progress", "--workers", "2"])
-    assert cli.exit_code == 1 and "3 error(s)" in cli.output
+    assert cli.exit_code == 1 and "3 failed" in cli.output
     assert CliRunner().invoke(app, ["shard", "--prepared", str(prepared), "--out", str(tmp_path / "s2"),
                                     "--max-image-pixels", "0"]).exit_code == 2
 
@@ -239,7 +239,7 @@ def test_an_image_only_the_overlay_decode_finds_broken_is_one_error(tmp_path):
     result = prepare(data, out, visualize=3)
     assert ids(out, "reasonseg", "val") == ["reasonseg-val-a", "reasonseg-val-b"]
     assert error_rows(out) == {("reason_seg/ReasonSeg/val/headeronly.jpg", "bad_image"): "OpenCV cannot decode it"}
-    assert result.errors == 1
+    assert result.failed == 1
     assert sorted(path.name for path in (out / "reasonseg/val/masks").iterdir()) == \
         ["reasonseg-val-a_0.png", "reasonseg-val-b_0.png"]  # the broken record's mask went with it
     assert len(list((out / "reasonseg/val/overlays").iterdir())) == 2

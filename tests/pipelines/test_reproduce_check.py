@@ -1,36 +1,29 @@
-"""`make reproduce-check` catches what would fail `make reproduce` after hours of work."""
+"""`keyseg reproduce-check` catches what would fail `make reproduce` after hours of work."""
 
-import subprocess
-import sys
-from pathlib import Path
+from io import StringIO
 
-from pipelines.reproduce_check import ReproduceCheckConfig, checks
+from rich.console import Console
+from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def check(*arguments):
-    """The check as the Makefile runs it: positional arguments, empty strings for unset."""
-    arguments = list(arguments) + [""] * (7 - len(arguments))
-    return subprocess.run([sys.executable, "-m", "pipelines.reproduce_check", *arguments], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+from cli import app
+from keyseg.reproduce import Recipe, checks
+from pipelines.reproduce_check import ReproduceCheckConfig, run
 
 
 def test_an_llm_model_without_a_base_url_fails_the_check_by_name():
-    done = check("", "", "", "", "1", "", "some-model")
-    assert done.returncode == 1
-    assert "LLM_BASE_URL not set: set both LLM_BASE_URL and LLM_MODEL" in done.stdout
+    # As the Makefile calls it: every option given, the unset ones empty.
+    result = CliRunner().invoke(app, ["reproduce-check", "--data-dir", "", "--lisa-ckpt", "", "--clip-dir", "",
+                                      "--sam-ckpt", "", "--gpus", "1", "--llm-base-url", "", "--llm-model",
+                                      "some-model", "--preset", "keyseg-7b-release"], env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    assert "LLM_BASE_URL not set: set both LLM_BASE_URL and LLM_MODEL" in result.output
 
 
 def test_unset_variables_are_said_to_be_unset_and_the_expected_files_are_named():
-    from io import StringIO
-
-    from rich.console import Console
-
-    from pipelines.reproduce_check import run
-
     printed = StringIO()
-    assert not run(ReproduceCheckConfig("", "", ""), console=Console(file=printed, width=300))
+    result = run(ReproduceCheckConfig(), console=Console(file=printed, width=300))
+    missing = [check for check in result.checks if check.required and not check.ok]
+    assert result.failed == len(missing) > 0 and len(result.problems) == len(missing)
     done = printed.getvalue()
     assert "/nonexistent" not in done
     for expected in ("DATA_DIR not set", "LISA_CKPT not set", "CLIP_DIR not set", "refs(unc).p", "refs(umd).p",
@@ -43,23 +36,28 @@ def test_a_data_dir_missing_the_published_keywords_is_caught(tmp_path):
     for split in ("train", "val", "test"):
         (reason / split).mkdir(parents=True)
         (reason / split / "a.json").write_text("{}")
-    found = {what: (ok, detail) for what, ok, _, detail in checks(ReproduceCheckConfig(str(tmp_path), "", ""))}
-    assert found["ReasonSeg train"][0] and not found["published keyword file (no LLM set)"][0]
-    assert "missing keyword_outputs.json" in found["published keyword file (no LLM set)"][1]
-    assert "missing refs(unc).p, instances.json" in found["refcoco refs + instances"][1]
+    found = {check.what: check for check in checks(Recipe(data_dir=str(tmp_path)))}
+    assert found["ReasonSeg train"].ok and found["published keyword file (no LLM set)"].missing
+    assert "missing keyword_outputs.json" in found["published keyword file (no LLM set)"].detail
+    assert "missing refs(unc).p, instances.json" in found["refcoco refs + instances"].detail
     (reason / "explanatory_key").mkdir()
     (reason / "explanatory_key" / "keyword_outputs.json").write_text("[]")
-    found = {what: ok for what, ok, _, _ in checks(ReproduceCheckConfig(str(tmp_path), "", ""))}
+    found = {check.what: check.ok for check in checks(Recipe(data_dir=str(tmp_path)))}
     assert found["published keyword file (no LLM set)"]
 
 
 def test_the_release_preset_needs_the_sam_checkpoint_it_rebuilds_sam_from(tmp_path):
-    found = {what: (ok, required, detail) for what, ok, required, detail
-             in checks(ReproduceCheckConfig("", "", ""))}
-    ok, required, detail = found["SAM_CKPT (sam_vit_h_4b8939.pth)"]
-    assert not ok and required and "SAM_CKPT not set" in detail and "keyseg-7b-release" in detail
-    paper = {what for what, *_ in checks(ReproduceCheckConfig("", "", "", preset="keyseg-7b"))}
+    found = {check.what: check for check in checks(Recipe())}
+    sam = found["SAM_CKPT (sam_vit_h_4b8939.pth)"]
+    assert sam.missing and "SAM_CKPT not set" in sam.detail and "keyseg-7b-release" in sam.detail
+    paper = {check.what for check in checks(Recipe(preset="keyseg-7b"))}
     assert "SAM_CKPT (sam_vit_h_4b8939.pth)" not in paper  # keyseg-7b keeps LISA-7B-v1's SAM
     (tmp_path / "sam_vit_h_4b8939.pth").write_bytes(b"weights")
-    given = {what: ok for what, ok, *_ in checks(ReproduceCheckConfig("", "", "", str(tmp_path / "sam_vit_h_4b8939.pth")))}
+    given = {check.what: check.ok for check in checks(Recipe(sam_ckpt=str(tmp_path / "sam_vit_h_4b8939.pth")))}
     assert given["SAM_CKPT (sam_vit_h_4b8939.pth)"]
+
+
+def test_free_disk_is_a_note_never_a_missing_item():
+    found = checks(Recipe())
+    disk = next(check for check in found if check.what.startswith("free disk"))
+    assert not disk.required and not disk.missing

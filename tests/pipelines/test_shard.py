@@ -161,7 +161,7 @@ def test_unknown_split_is_a_clear_error(prepared, tmp_path):
 def test_verify_passes_then_catches_truncation_and_a_flipped_byte(prepared, tmp_path):
     out = tmp_path / "shards"
     result = write(prepared, out, maxcount=4)
-    ok = CliRunner().invoke(app, ["shards", "verify", str(out), "--no-progress"])
+    ok = CliRunner().invoke(app, ["shards", "verify", "--shards", str(out), "--no-progress"])
     assert ok.exit_code == 0, ok.output
     shards = [entry["path"] for entry in result.index["splits"]["refcoco:train"]["shards"]]
     truncated, flipped = out / shards[0], out / shards[1]
@@ -169,7 +169,7 @@ def test_verify_passes_then_catches_truncation_and_a_flipped_byte(prepared, tmp_
     data = bytearray(flipped.read_bytes())
     data[700] ^= 0xFF  # inside the first member's data
     flipped.write_bytes(bytes(data))
-    bad = CliRunner().invoke(app, ["shards", "verify", str(out), "--no-progress"], env={"COLUMNS": "200"})
+    bad = CliRunner().invoke(app, ["shards", "verify", "--shards", str(out), "--no-progress"], env={"COLUMNS": "200"})
     assert bad.exit_code == 1
     report = json.loads((out / "verify_report.json").read_text())
     problems = {(problem["shard"], problem["problem"].split(" ")[0]) for problem in report["problems"]}
@@ -195,14 +195,14 @@ def test_hostile_member_names_cannot_escape(tmp_path, name):
     assert not (tmp_path / "inspect" / "escape.jpg").exists() and not (tmp_path / "escape.jpg").exists()
     # Every name is checked before anything is written: not even the fine member lands.
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["hostile.tar"]
-    cli = CliRunner().invoke(app, ["shards", "unpack", str(shard_path), str(tmp_path / "cli")])
+    cli = CliRunner().invoke(app, ["shards", "unpack", "--shard", str(shard_path), "--out", str(tmp_path / "cli")])
     assert cli.exit_code == 1 and "not a plain" in cli.output  # a bad data file: exit 1
 
 
 def test_stats_reports_counts_and_writes_a_picture(prepared, tmp_path):
     out = tmp_path / "shards"
     write(prepared, out)
-    result = CliRunner().invoke(app, ["shards", "stats", str(out)])
+    result = CliRunner().invoke(app, ["shards", "stats", "--shards", str(out)])
     assert result.exit_code == 0, result.output
     stats = json.loads((out / "stats.json").read_text())
     assert stats["reasonseg:train"]["keyword_coverage"] == 1.0 and stats["reasonseg:val"]["keyword_coverage"] == 0

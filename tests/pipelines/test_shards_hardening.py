@@ -107,7 +107,7 @@ def test_non_string_keyword_is_a_bad_sample_for_verify_stats_and_the_loader(tmp_
            names[2]: {"json": edited_json(2, lambda d: d.update(targets=5))}}
     build_shard_set(tmp_path, {SPLIT: [4]}, corrupt=bad)
 
-    cli("shards", "verify", str(tmp_path), "--no-progress", code=1)
+    cli("shards", "verify", "--shards", str(tmp_path), "--no-progress", code=1)
     report = verify_report(tmp_path)
     assert report["samples"] == 4
     assert {problem["key"]: problem["problem"] for problem in report["problems"]} == {
@@ -133,7 +133,7 @@ def bomb_set(root: Path) -> list[str]:
 def test_verify_reports_a_decompression_bomb_and_verifies_the_rest(tmp_path):
     names = bomb_set(tmp_path)
     assert len(bomb_jpeg()) < 1000
-    result = cli("shards", "verify", str(tmp_path), "--no-progress", code=1)
+    result = cli("shards", "verify", "--shards", str(tmp_path), "--no-progress", code=1)
     report = verify_report(tmp_path)
     assert report["samples"] == 4
     problems = {problem["key"]: problem["problem"] for problem in report["problems"]}
@@ -149,22 +149,22 @@ def test_verify_max_image_pixels_option_sets_the_bound(tmp_path):
     sizes = [(make_sample("reasonseg", "val", i)["json"]["width"], make_sample("reasonseg", "val", i)["json"]["height"])
              for i in range(2)]
     bound = min(w * h for w, h in sizes)  # the smaller image fits exactly, the larger one does not
-    cli("shards", "verify", str(tmp_path), "--no-progress", code=0)
-    cli("shards", "verify", str(tmp_path), "--no-progress", "--max-image-pixels", str(bound), code=1)
+    cli("shards", "verify", "--shards", str(tmp_path), "--no-progress", code=0)
+    cli("shards", "verify", "--shards", str(tmp_path), "--no-progress", "--max-image-pixels", str(bound), code=1)
     (problem,) = verify_report(tmp_path)["problems"]
     larger = names[max(range(2), key=lambda i: sizes[i][0] * sizes[i][1])]
     assert problem["key"] == larger and f"over the bound of {bound:,}" in problem["problem"]
-    cli("shards", "verify", str(tmp_path), "--no-progress", "--max-image-pixels", "0", code=2)
+    cli("shards", "verify", "--shards", str(tmp_path), "--no-progress", "--max-image-pixels", "0", code=2)
 
 
 def test_stats_counts_a_claimed_bomb_as_bad_and_takes_the_bound_option(tmp_path):
     names = bomb_set(tmp_path)
-    cli("shards", "stats", str(tmp_path), "--no-picture", code=1)
+    cli("shards", "stats", "--shards", str(tmp_path), "--no-picture", code=1)
     stats = json.loads((tmp_path / "stats.json").read_text())[SPLIT]
     assert stats["samples"] == 3 and stats["bad_samples"] == 1  # stats reads the json, not the pixels
     assert stats["problems"][0]["key"] == names[2]
     assert stats["problems"][0]["problem"].startswith("image too large: 30000x30000")
-    cli("shards", "stats", str(tmp_path), "--no-picture", "--max-image-pixels", "1000", code=1)
+    cli("shards", "stats", "--shards", str(tmp_path), "--no-picture", "--max-image-pixels", "1000", code=1)
     stats = json.loads((tmp_path / "stats.json").read_text())[SPLIT]
     assert stats["samples"] == 0 and stats["bad_samples"] == 4
     assert all("over the bound of 1,000" in problem["problem"] for problem in stats["problems"])
@@ -217,7 +217,7 @@ def corrupt_set(root: Path) -> tuple[list[str], dict]:
 
 def test_stats_counts_bad_samples_and_shards_and_exits_1(tmp_path):
     names, index = corrupt_set(tmp_path)
-    result = cli("shards", "stats", str(tmp_path), "--no-picture", code=1)
+    result = cli("shards", "stats", "--shards", str(tmp_path), "--no-picture", code=1)
     stats = json.loads((tmp_path / "stats.json").read_text())[SPLIT]
     assert stats["samples"] == 2 and stats["bad_samples"] == 2 and stats["bad_shards"] == 1
     problems = {(problem["key"], problem["problem"].split(":")[0]) for problem in stats["problems"]}
@@ -232,7 +232,7 @@ def test_stats_counts_bad_samples_and_shards_and_exits_1(tmp_path):
 
 def test_stats_of_a_good_set_still_exits_0_with_zero_bad(tmp_path):
     build_shard_set(tmp_path, {SPLIT: [3]})
-    cli("shards", "stats", str(tmp_path), "--no-picture", code=0)
+    cli("shards", "stats", "--shards", str(tmp_path), "--no-picture", code=0)
     stats = json.loads((tmp_path / "stats.json").read_text())[SPLIT]
     assert (stats["samples"], stats["bad_samples"], stats["bad_shards"], stats["problems"]) == (3, 0, 0, [])
 
@@ -250,7 +250,7 @@ def test_shard_paths_leaving_the_set_are_reported_not_read(tmp_path, command):
     index["splits"][SPLIT]["shards"] += [{**good, "path": path} for path in hostile]
     (root / "index.json").write_text(json.dumps(index))
 
-    cli(*command[:2], str(root), *command[2:], code=1)
+    cli(*command[:2], "--shards", str(root), *command[2:], code=1)
     assert not marker.exists()
     report = json.loads((root / ("verify_report.json" if command[1] == "verify" else "stats.json")).read_text())
     problems = report["problems"] if command[1] == "verify" else report[SPLIT]["problems"]
@@ -272,6 +272,6 @@ def test_data_text_prints_as_itself(tmp_path, command):
     index = json.loads((tmp_path / "index.json").read_text())
     index["splits"][SPLIT]["shards"].append({"path": "x/[/]b[blink].tar", "samples": 1, "bytes": 1, "sha256": "0"})
     (tmp_path / "index.json").write_text(json.dumps(index))
-    result = cli(*command[:2], str(tmp_path), *command[2:], code=1)
+    result = cli(*command[:2], "--shards", str(tmp_path), *command[2:], code=1)
     assert "x/[/]b[blink].tar" in result.output
     assert "id is '[/]' (str)" in result.output

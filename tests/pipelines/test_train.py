@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
 from cli import app
@@ -57,6 +58,10 @@ def test_tiny_run_writes_everything_with_finite_losses(full_run):
     group_lrs = step4["group_lrs"]
     assert group_lrs[1] > 0 and group_lrs[1] == pytest.approx(0.5 * group_lrs[0])
     assert step4["lr"] == group_lrs[0]
+    # each group's curve is named after it (keyseg.training.engine.parameter_groups)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert {"train/lr", "train/lr/base", "train/lr/sam.mask_decoder"} <= set(events.Tags()["scalars"])
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 8 and len(summary["val"]) == 2
     # only the newest `keep_checkpoints` step folders stay
@@ -81,11 +86,12 @@ def test_export_then_reload_gives_identical_predictions(demo_shards, full_run, t
 
     from keyseg.data.loader import make_eval_pipeline, make_loader
     from keyseg.data.samples import SampleConfig
-    from keyseg.model.pretrained import build_for_checkpoint, load_pretrained
+    from keyseg.model.pretrained import load_pretrained
     from keyseg.training.batches import model_inputs
+    from keyseg.training.export import build_for_checkpoint
 
     exported = tmp_path / "export"
-    result = CliRunner().invoke(app, ["export", str(full_run), str(exported)])
+    result = CliRunner().invoke(app, ["export", "--checkpoint", str(full_run), "--out", str(exported)])
     assert result.exit_code == 0, result.output
     for name in ("model.safetensors", "config.json", "train_config.json", "data_provenance.json", "export_info.json"):
         assert (exported / name).is_file(), name

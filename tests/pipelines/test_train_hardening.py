@@ -18,7 +18,7 @@ TINY = ["optim.steps_per_epoch=2", "optim.epochs=1", "optim.micro_batch=2", "opt
 
 
 def test_a_pipe_command_in_index_json_is_never_run(demo_shards, tmp_path, monkeypatch):
-    from keyseg.training.tokenizer import word_level_tokenizer
+    from keyseg.model.tokenizer import word_level_tokenizer
 
     shards = copy_shard_set(demo_shards, tmp_path / "set")
     marker = tmp_path / "marker"

@@ -30,7 +30,7 @@ def outs(tmp_path_factory):
     a = tmp_path_factory.mktemp("seed0_a")
     b = tmp_path_factory.mktemp("seed0_b")
     c = tmp_path_factory.mktemp("seed1")
-    summary = run(DemoDataConfig(out=a, seed=0, images=N_IMAGES, width=W, height=H))
+    summary = run(DemoDataConfig(out=a, seed=0, images=N_IMAGES, width=W, height=H)).summary
     run(DemoDataConfig(out=b, seed=0, images=N_IMAGES, width=W, height=H))
     run(DemoDataConfig(out=c, seed=1, images=N_IMAGES, width=W, height=H))
     return {"a": a, "b": b, "c": c, "summary": summary}

@@ -1,3 +1,5 @@
+"""The evaluation gallery: which predictions it picks and the offline page it writes."""
+
 import json
 import re
 from dataclasses import dataclass
@@ -6,22 +8,9 @@ from urllib.parse import quote
 
 import cv2
 import numpy as np
-import pytest
 
-from keyseg.evaluation.gallery import (
-    BANNER_HEIGHT,
-    GAP,
-    IGNORE_RGB,
-    PANEL_HEIGHT,
-    PREDICTION_RGB,
-    TARGET_RGB,
-    GalleryItem,
-    ascii_safe,
-    panel_width,
-    select_extremes,
-    triptych,
-    write_gallery,
-)
+from keyseg.evaluation.gallery import GalleryItem, select_extremes, write_gallery
+from keyseg.masks.overlay import BANNER_HEIGHT, IGNORE_RGB, OUTLINE_RGB, PANEL_HEIGHT, PREDICTION_RGB, TARGET_RGB
 
 
 def scene(height=120, width=200):
@@ -33,115 +22,6 @@ def scene(height=120, width=200):
     prediction = np.zeros((height, width), dtype=bool)
     prediction[height // 3: 2 * height // 3, width // 3: 2 * width // 3] = True
     return image, target, prediction
-
-
-def panel_region(picture, index, rows, cols, height, width):
-    """The panel pixels that correspond to full-resolution rows/cols of panel `index`."""
-    pw = panel_width(height, width)
-    scale_y, scale_x = PANEL_HEIGHT / height, pw / width
-    top = BANNER_HEIGHT + int(rows.start * scale_y)
-    bottom = BANNER_HEIGHT + int(rows.stop * scale_y)
-    left = index * (pw + GAP) + int(cols.start * scale_x)
-    right = index * (pw + GAP) + int(cols.stop * scale_x)
-    # Stay a few pixels inside: outlines and blended edges are not the tint itself.
-    return picture[top + 4: bottom - 4, left + 4: right - 4].reshape(-1, 3).astype(int)
-
-
-def tinted_towards(pixels, colour, grey=128):
-    """The mean pixel moved clearly away from grey, in the direction of `colour`."""
-    shift = pixels.mean(axis=0) - grey
-    direction = np.array(colour, dtype=float) - grey
-    cosine = shift @ direction / (np.linalg.norm(shift) * np.linalg.norm(direction) + 1e-9)
-    return np.linalg.norm(shift) > 20 and cosine > 0.9
-
-
-@pytest.mark.parametrize("height,width", [(120, 200), (1000, 300), (50, 50)])
-def test_triptych_shape_is_fixed_height_three_panels(height, width):
-    picture = triptych(*scene(height, width), "where is it?", 0.5)
-    assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
-    assert picture.shape[0] == BANNER_HEIGHT + PANEL_HEIGHT
-    assert picture.shape[1] == 3 * panel_width(height, width) + 2 * GAP
-
-
-def test_triptych_colours_where_the_masks_are():
-    height, width = 120, 200
-    image, target, prediction = scene(height, width)
-    picture = triptych(image, target, prediction, "query", 0.25)
-    square = (slice(height // 4, height // 2), slice(width // 4, width // 2))
-    predicted = (slice(height // 3, 2 * height // 3), slice(width // 3, 2 * width // 3))
-    ignore = (slice(height - height // 8, height), slice(0, width))
-    background = (slice(0, height // 5), slice(3 * width // 4, width))
-
-    # Image panel: untouched grey everywhere.
-    assert np.abs(panel_region(picture, 0, *square, height, width) - 128).max() <= 2
-    # Ground truth: green target, red ignore, grey background.
-    assert tinted_towards(panel_region(picture, 1, *square, height, width), TARGET_RGB)
-    assert tinted_towards(panel_region(picture, 1, *ignore, height, width), IGNORE_RGB)
-    assert np.abs(panel_region(picture, 1, *background, height, width) - 128).max() <= 2
-    # Prediction: orange where predicted, not where only the target is.
-    assert tinted_towards(panel_region(picture, 2, *predicted, height, width), PREDICTION_RGB)
-    target_only = (slice(height // 4, height // 3), slice(width // 4, width // 3))
-    assert not tinted_towards(panel_region(picture, 2, *target_only, height, width), PREDICTION_RGB)
-
-
-def test_triptych_draws_target_outline_on_prediction_panel():
-    height, width = 120, 200
-    image, target, _ = scene(height, width)
-    picture = triptych(image, target, np.zeros_like(target, dtype=bool), "q", 0.0)
-    pw = panel_width(height, width)
-    panel = picture[BANNER_HEIGHT:, 2 * (pw + GAP):].astype(int)
-    # Nothing is predicted, so anything non-grey outside the hatched ignore strip is the outline.
-    coloured = np.abs(panel - 128).max(axis=2) > 30
-    coloured[int(PANEL_HEIGHT * (1 - 1 / 8)) - 2:] = False
-    coloured[:20] = False  # panel label
-    # It traces the target square (rows h/4..h/2, columns w/4..w/2, scaled) and leaves its inside alone.
-    top, bottom = PANEL_HEIGHT * 1 / 4, PANEL_HEIGHT * 1 / 2
-    left, right = pw * 1 / 4, pw * 1 / 2
-    rows, cols = np.nonzero(coloured)
-    assert abs(rows.min() - top) <= 3 and abs(rows.max() - bottom) <= 3
-    assert abs(cols.min() - left) <= 3 and abs(cols.max() - right) <= 3
-    assert not coloured[round(top) + 4: round(bottom) - 4, round(left) + 4: round(right) - 4].any()
-
-
-def test_triptych_tiny_target_still_outlined():
-    # A 4000-pixel-wide image with a 2-pixel target: nearest-neighbour scaling would lose it.
-    image = np.full((3000, 4000, 3), 128, dtype=np.uint8)
-    target = np.zeros((3000, 4000), dtype=np.uint8)
-    target[1500:1502, 2000:2002] = 1
-    picture = triptych(image, target, np.zeros(target.shape, bool), "tiny", 0.0)
-    pw = panel_width(3000, 4000)
-    truth = picture[BANNER_HEIGHT:, pw + GAP: 2 * pw + GAP].astype(int)
-    marked = np.abs(truth - 128).max(axis=2) > 30
-    marked[:20] = False  # panel label
-    # Marked, and only around where the target is: the middle of the panel.
-    rows, cols = np.nonzero(marked)
-    assert rows.size and np.abs(rows - PANEL_HEIGHT / 2).max() <= 6 and np.abs(cols - pw / 2).max() <= 6
-
-
-@pytest.mark.parametrize("caption", ["Où est le café ☕ ?", "café ’quoted’ shape", "漢字だけ", "tab\tand\nnewline", "",
-                                     "x" * 500])
-def test_triptych_odd_captions_do_not_crash(caption):
-    picture = triptych(*scene(), caption, float("nan"))
-    assert picture.shape[0] == BANNER_HEIGHT + PANEL_HEIGHT
-
-
-def test_ascii_safe():
-    assert ascii_safe("café\n☕") == "cafe ?"
-    assert all(" " <= c <= "~" for c in ascii_safe("漢字 ∑ ü\t\x00"))
-
-
-def test_triptych_rejects_mismatched_masks():
-    image, target, prediction = scene()
-    with pytest.raises(ValueError):
-        triptych(image, target, prediction[:-1], "q", 0.0)
-    with pytest.raises(ValueError):
-        triptych(image.astype(np.float32), target, prediction, "q", 0.0)
-
-
-def test_triptych_accepts_image_of_other_size_and_greyscale():
-    image, target, prediction = scene(120, 200)
-    picture = triptych(image[:60, :100, 0], target, prediction, "q", 0.0)
-    assert picture.shape == (BANNER_HEIGHT + PANEL_HEIGHT, 3 * panel_width(120, 200) + 2 * GAP, 3)
 
 
 def item(key, iou, query="where?", split="val", keyword="cup", predicted_keyword="cup"):
@@ -193,6 +73,9 @@ def test_write_gallery_page_is_offline_escaped_and_complete(tmp_path):
     assert "Worst 2" in page and "Best 2" in page
     assert page.index("Worst 2") < page.index("Best 2")
     assert "12 / 34" in page and "0.9500" in page and "cup" in page
+    # The legend shows the drawer's colours, the ones in the pictures.
+    for colour in (TARGET_RGB, IGNORE_RGB, PREDICTION_RGB, OUTLINE_RGB):
+        assert f"rgb{colour}" in page
 
 
 def test_write_gallery_without_summary_or_items(tmp_path):

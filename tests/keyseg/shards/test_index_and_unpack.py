@@ -95,7 +95,7 @@ def test_unpack_writes_nothing_when_any_member_is_refused(tmp_path, names):
     with pytest.raises(UnsafeMemberError):
         unpack_shard(shard, out)
     assert not out.exists() and not (tmp_path / "out" / "escape.jpg").exists()
-    result = CliRunner().invoke(app, ["shards", "unpack", str(shard), str(out)])
+    result = CliRunner().invoke(app, ["shards", "unpack", "--shard", str(shard), "--out", str(out)])
     assert result.exit_code == 1 and str(shard) in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
 

@@ -100,7 +100,7 @@ def test_a_checkpoint_that_runs_code_is_refused_when_read(run_dir, demo_shards, 
     run, poisoned, marker = hostile_copy(run_dir, tmp_path, file_name, payload)
     image = next((demo_shards.parent / "data" / "reason_seg" / "ReasonSeg" / "val").glob("*.jpg"))
     args = {
-        "export": ["export", str(run), str(tmp_path / "exported")],
+        "export": ["export", "--checkpoint", str(run), "--out", str(tmp_path / "exported")],
         "evaluate": ["evaluate", "--shards", str(demo_shards), "--split", "reasonseg:val", "--model", str(run),
                      "--out", str(tmp_path / "eval"), "--no-progress"],
         "predict": ["predict", "--model", str(run), "--image", str(image), "--query", "the object",
@@ -239,7 +239,7 @@ def test_a_truncated_checkpoint_file_is_one_line(run_dir, tmp_path, file_name):
     shutil.copytree(run_dir, run, ignore=lambda folder, names: [n for n in names if n in (PREVIOUS, "export")])
     damaged = run / "checkpoints" / LAST / file_name
     damaged.write_bytes(damaged.read_bytes()[:3000])
-    result = CliRunner().invoke(app, ["export", str(run), str(tmp_path / "exported")], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["export", "--checkpoint", str(run), "--out", str(tmp_path / "exported")], env={"COLUMNS": "200"})
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 1 and len(errors) == 1 and "unreadable checkpoint" in errors[0], result.output[-3000:]
     assert str(run / "checkpoints" / LAST) in errors[0]

@@ -27,9 +27,17 @@ def test_longest_prefix_wins_and_frozen_parameters_are_left_out():
     model = toy_model()
     groups = parameter_groups(model.named_parameters(), {"sam": 0.5, "sam.mask_decoder": 0.1})
     assert [g["lr_scale"] for g in groups] == [1.0, 0.1, 0.5]  # the base group first
+    assert [g["name"] for g in groups] == ["base", "sam.mask_decoder", "sam"]
     assert names(model, groups[1]) == ["sam.mask_decoder.bias", "sam.mask_decoder.weight"]
     assert names(model, groups[2]) == ["sam.mask_decoder_extra.bias", "sam.mask_decoder_extra.weight"]
     assert names(model, groups[0]) == ["llm.bias", "llm.weight"]
+
+
+def test_groups_are_named_after_their_prefixes():
+    groups = parameter_groups(toy_model().named_parameters(),
+                              {"sam.mask_decoder": 0.1, "sam.mask_decoder_extra": 0.1, "llm": 1.0})
+    assert [g["name"] for g in groups] == ["base", "sam.mask_decoder+sam.mask_decoder_extra"]
+    assert [g["name"] for g in parameter_groups(toy_model().named_parameters(), {})] == ["base"]
 
 
 def test_a_prefix_matching_no_trainable_parameter_is_an_error():

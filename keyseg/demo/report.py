@@ -1,0 +1,124 @@
+"""The records of a `make demo` run and what is reported from them.
+
+Each timed stage leaves `times/<stage>.json` (its wall time, only when it succeeded, so
+make reruns a failed one); the summary gathers those with the scores before and after
+training and the training figures; the README's pictures are picked from the run's
+outputs deterministically (the first overlays, the gallery's best rows then its worst).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from keyseg.errors import DataError
+
+STAGE_ORDER = ("demo-data", "prepare", "mine-keywords", "shard", "verify", "evaluate-before", "train",
+               "evaluate-after")
+SPLITS = ("reasonseg:val", "reasonseg:test")
+OVERLAY_WIDTH = 480
+GALLERY_WIDTH = 900
+
+
+def timed_call(command: list[str]) -> tuple[int, float]:
+    """Run a command in the foreground: (its exit status, its wall time in seconds)."""
+    started = time.perf_counter()
+    status = subprocess.call(command)
+    return status, round(time.perf_counter() - started, 2)
+
+
+def time_record_path(times_dir: Path, stage: str) -> Path:
+    return Path(times_dir) / f"{stage}.json"
+
+
+def time_record(stage: str, seconds: float) -> dict:
+    return {"stage": stage, "seconds": seconds}
+
+
+def stage_times(times_dir: Path) -> dict[str, float]:
+    """Seconds per recorded stage, in the demo's stage order (unknown stages last)."""
+    found = {}
+    for path in sorted(Path(times_dir).glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        found[record["stage"]] = record["seconds"]
+    return {name: found[name] for name in STAGE_ORDER if name in found} | found
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _scores(metrics: dict | None, splits) -> dict:
+    if metrics is None:
+        return {}
+    return {split: {"giou": metrics[split]["giou"], "ciou": metrics[split]["ciou"]} for split in splits
+            if split in metrics}
+
+
+def demo_summary(demo_dir: Path, splits=SPLITS) -> dict:
+    """Stage times, gIoU/cIoU before and after training, keyword match, training figures, output folders."""
+    demo = Path(demo_dir)
+    before = _read_json(demo / "eval_before" / "metrics.json")
+    after = _read_json(demo / "eval_after" / "metrics.json")
+    keyword_match = None
+    if after is not None:
+        rates = {split: (after[split].get("keywords") or {}).get("match_rate") for split in after}
+        keyword_match = {split: rate for split, rate in rates.items() if rate is not None} or None
+    training = _read_json(demo / "train" / "train_summary.json") or {}
+    return {"stages": stage_times(demo / "times"), "before": _scores(before, splits),
+            "after": _scores(after, splits), "keyword_match": keyword_match,
+            "training": {key: training.get(key) for key in ("steps", "samples_per_second", "data_wait_fraction",
+                                                            "best_giou")},
+            "outputs": {"data": str(demo / "data"), "prepared": str(demo / "prepared"),
+                        "train": str(demo / "train"), "model": str(demo / "train" / "export"),
+                        "gallery": str(demo / "eval_after" / "gallery" / "index.html")}}
+
+
+def gallery_picks(gallery_dir: Path, rows: int) -> list[Path]:
+    """`rows` pictures of an evaluation gallery: the `rows - 1` best, then the worst.
+
+    Reads the gallery's `gallery.json`; a folder without one gives no pictures.
+    """
+    listing = _read_json(Path(gallery_dir) / "gallery.json")
+    if listing is None:
+        return []
+    entries = listing["best"][:max(rows - 1, 0)] + listing["worst"][:1]
+    return [Path(gallery_dir) / entry["image"] for entry in entries[:rows]]
+
+
+def _stacked_png(paths: list[Path], width: int) -> bytes:
+    """The images one above the other, each scaled to `width`, as a 256-colour PNG."""
+    from PIL import Image
+
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+        images.append(rgb.resize((width, round(rgb.height * width / rgb.width)), Image.Resampling.LANCZOS))
+    canvas = Image.new("RGB", (width, sum(image.height for image in images)), "white")
+    top = 0
+    for image in images:
+        canvas.paste(image, (0, top))
+        top += image.height
+    buffer = io.BytesIO()
+    # 256 colours: a third of the bytes for the repository, no visible loss on these scenes.
+    canvas.quantize(256).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def readme_pictures(demo_dir: Path, shards_dir: Path, gallery_rows: int = 3) -> dict[str, bytes]:
+    """File name -> PNG bytes of the pictures the README shows: the first two overlays of
+    `prepare --visualize`, gallery rows of the trained model, the shard statistics."""
+    overlays = sorted((Path(demo_dir) / "prepared").glob("*/train/overlays/*.png"))[:2]
+    gallery = gallery_picks(Path(demo_dir) / "eval_after" / "gallery", gallery_rows)
+    stats = Path(shards_dir) / "stats.png"
+    missing = [name for name, found in (("prepare overlays", overlays), ("evaluation gallery", gallery),
+                                        ("shard stats", stats.is_file())) if not found]
+    if missing:
+        raise DataError(demo_dir, f"run `make demo` first: no {', '.join(missing)} here or in {shards_dir}")
+    return {"prepare_overlays.png": _stacked_png(overlays, OVERLAY_WIDTH),
+            "gallery.png": _stacked_png(gallery, GALLERY_WIDTH),
+            "shard_stats.png": stats.read_bytes()}

@@ -1,0 +1,113 @@
+"""`keyseg demo-report`: what `make demo` records and reports around its stages.
+
+time:     run one stage's command, and when it succeeds record its wall time in TIMES_DIR
+          (a failed stage keeps no time: make runs it again).
+summary:  the table of scores before and after training and of stage times; summary.json.
+pictures: the README's pictures from a finished demo run, into OUT_DIR.
+
+What is measured and picked lives in keyseg.demo.report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from keyseg.demo.report import SPLITS, demo_summary, readme_pictures, time_record, time_record_path, timed_call
+from keyseg.io import atomic_write_bytes, atomic_write_json
+from keyseg.runner import StageResult, summary_table
+
+
+@dataclass
+class TimeConfig:
+    stage: str  # the name the summary lists it under, e.g. "train"
+    times_dir: Path  # runs/demo/times
+    command: list[str]  # the stage's command line
+
+
+@dataclass
+class SummaryConfig:
+    demo_dir: Path  # runs/demo: times/, eval_before/, eval_after/, train/
+    splits: tuple[str, ...] = SPLITS
+
+
+@dataclass
+class PicturesConfig:
+    demo_dir: Path  # a finished demo run
+    shards_dir: Path  # its shard set (stats.png)
+    out_dir: Path  # e.g. docs/images
+    gallery_rows: int = 3
+
+
+DemoReportConfig = TimeConfig | SummaryConfig | PicturesConfig
+
+
+@dataclass(kw_only=True)
+class DemoReportResult(StageResult):
+    """`failed`: 1 when the timed command failed; `written`: the files this run wrote."""
+
+    written: list[Path] = field(default_factory=list)
+    summary: dict | None = None
+    exit_status: int | None = None  # time: the command's own exit status
+
+
+def run(config: DemoReportConfig, console: Console | None = None) -> DemoReportResult:
+    console = console or Console()
+    if isinstance(config, TimeConfig):
+        return _time(config)
+    if isinstance(config, SummaryConfig):
+        return _summary(config, console)
+    if isinstance(config, PicturesConfig):
+        return _pictures(config, console)
+    raise TypeError(f"not a demo-report config: {type(config).__name__}")
+
+
+def _time(config: TimeConfig) -> DemoReportResult:
+    status, seconds = timed_call(config.command)
+    if status != 0:
+        return DemoReportResult(failed=1, problems=[f"{config.stage}: exit status {status}"], exit_status=status)
+    path = time_record_path(config.times_dir, config.stage)
+    atomic_write_json(path, time_record(config.stage, seconds))
+    return DemoReportResult(written=[path], exit_status=status)
+
+
+def _summary(config: SummaryConfig, console: Console) -> DemoReportResult:
+    summary = demo_summary(config.demo_dir, config.splits)
+    path = Path(config.demo_dir) / "summary.json"
+    atomic_write_json(path, summary)
+
+    scores = summary_table("keyseg demo: before and after training", "split",
+                           ["gIoU before", "gIoU after", "cIoU before", "cIoU after"])
+    for split in config.splits:
+        before, after = summary["before"].get(split, {}), summary["after"].get(split, {})
+        scores.add_row(escape(split), *(f"{100 * scores_of[metric]:.1f}" if metric in scores_of else "-"
+                                        for metric, scores_of in (("giou", before), ("giou", after),
+                                                                  ("ciou", before), ("ciou", after))))
+    console.print(scores)
+    times = summary_table("wall time per stage", "stage", ["seconds"])
+    for stage, seconds in summary["stages"].items():
+        times.add_row(escape(stage), f"{seconds:.1f}")
+    times.add_row("total", f"{sum(summary['stages'].values()):.1f}")
+    console.print(times)
+    if summary["keyword_match"]:
+        console.print("keyword match after training: " + ", ".join(
+            f"{escape(split)} {100 * rate:.0f}%" for split, rate in summary["keyword_match"].items()))
+    for name, where in summary["outputs"].items():
+        console.print(escape(f"{name:>9}: {where}"), highlight=False)
+    console.print(escape(f"  summary: {path}"), highlight=False)
+    return DemoReportResult(written=[path], summary=summary)
+
+
+def _pictures(config: PicturesConfig, console: Console) -> DemoReportResult:
+    pictures = readme_pictures(config.demo_dir, config.shards_dir, config.gallery_rows)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in pictures.items():
+        atomic_write_bytes(out_dir / name, data)
+        written.append(out_dir / name)
+        console.print(escape(str(out_dir / name)), highlight=False)
+    return DemoReportResult(written=written)
