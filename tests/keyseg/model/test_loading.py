@@ -1,8 +1,9 @@
 """Checkpoint loading: LISA/KeySeg files, original SAM, LLaVA-HF, separate parts; loud failures.
 
-Checkpoints are produced from a tiny random model by REVERSE maps written here (our keys ->
-published layouts), independently of the forward maps in keyseg.model.keymaps; a handful of
-real segment-anything key names anchor the SAM reverse map.
+Checkpoints are produced from a tiny random model by the REVERSE maps of
+tests/helpers/lisa_checkpoints.py (our keys -> published layouts), written independently of
+the forward maps in keyseg.model.keymaps; a handful of real segment-anything key names anchor
+the SAM reverse map.
 """
 
 from __future__ import annotations
@@ -21,107 +22,13 @@ from keyseg.model.config import KeySegConfig
 from keyseg.model.keyseg import KeySegModel
 from keyseg.model.loading import (CheckpointError, LoadReport, from_lisa, from_parts, map_lisa_keys,
                                   map_original_sam_keys, read_state_dict)
+from lisa_checkpoints import (KEYSEG_PREFIXES, build, original_sam_state, plain, release_checkpoint, save_sharded,
+                              to_lisa)
 
-VOCAB = 128
-KEYSEG_PREFIXES = ("keyword_fusion.", "embedding_table_proj.", "keyword_text_proj.")
+VOCAB = 128  # the default vocabulary of lisa_checkpoints.build
 
 
 # ----------------------------------------------------------------------------- builders
-
-
-def build(seed: int, vocab: int = VOCAB, **overrides) -> KeySegModel:
-    """A tiny KeySegModel whose every parameter is random (so no two seeds share a value)."""
-    torch.manual_seed(seed)
-    model = KeySegModel(KeySegConfig.tiny(vocab_size=vocab, **overrides)).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0.0, 0.1)
-    return model
-
-
-def plain(state) -> dict:
-    return {k: v.detach().clone().contiguous() for k, v in state.items()}
-
-
-def sam_to_original(key: str) -> str | None:
-    """transformers SamModel key -> segment-anything key (None: no counterpart)."""
-    if key == "shared_image_embedding.positional_embedding":
-        return None  # transformers' copy of the prompt encoder's Gaussian matrix
-    part, rest = key.split(".", 1)
-    if part == "vision_encoder":
-        rest = re.sub(r"^layers\.(\d+)\.layer_norm(\d)\.", r"layers.\1.norm\2.", rest)
-        rest = re.sub(r"^layers\.", "blocks.", rest)
-        rest = rest.replace("patch_embed.projection.", "patch_embed.proj.")
-        for index, name in enumerate(["conv1", "layer_norm1", "conv2", "layer_norm2"]):
-            rest = rest.replace(f"neck.{name}.", f"neck.{index}.")
-        return "image_encoder." + rest
-    if part == "prompt_encoder":
-        rest = rest.replace("shared_embedding.positional_embedding", "pe_layer.positional_encoding_gaussian_matrix")
-        rest = re.sub(r"^point_embed\.", "point_embeddings.", rest)  # not not_a_point_embed
-        for index, name in zip([0, 1, 3, 4, 6], ["conv1", "layer_norm1", "conv2", "layer_norm2", "conv3"]):
-            rest = rest.replace(f"mask_embed.{name}.", f"mask_downscaling.{index}.")
-        return "prompt_encoder." + rest
-    assert part == "mask_decoder", key
-    rest = re.sub(r"\.layer_norm(\d)\.", r".norm\1.", rest)
-    rest = rest.replace("transformer.layer_norm_final_attn.", "transformer.norm_final_attn.")
-    for index, name in zip([0, 1, 3], ["upscale_conv1", "upscale_layer_norm", "upscale_conv2"]):
-        rest = rest.replace(f"{name}.", f"output_upscaling.{index}.")
-    head = re.match(r"^(iou_prediction_head|output_hypernetworks_mlps\.\d+)\.(proj_in|layers\.0|proj_out)\.(.*)$",
-                    rest)
-    if head:
-        layer = {"proj_in": 0, "layers.0": 1, "proj_out": 2}[head[2]]
-        rest = f"{head[1]}.layers.{layer}.{head[3]}"
-    return "mask_decoder." + rest
-
-
-def original_sam_state(sam) -> dict:
-    state = {sam_to_original(k): v for k, v in plain(sam.state_dict()).items() if sam_to_original(k)}
-    state["pixel_mean"] = torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1)
-    state["pixel_std"] = torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1)
-    return state
-
-
-def to_lisa(model, vision=True, keyseg=True, keyseg_under_model=False) -> dict:
-    """Our state dict -> LISA/KeySeg release layout (+ an old rotary buffer)."""
-    out = {}
-    for key, value in plain(model.state_dict()).items():
-        if key.startswith("llm."):
-            out[key[len("llm."):]] = value  # llm.model.* -> model.*, llm.lm_head -> lm_head
-        elif key.startswith("sam."):
-            original = sam_to_original(key[len("sam."):])
-            if original:
-                out["model.visual_model." + original] = value
-        elif key.startswith("vision_tower."):
-            if vision:
-                out["model.vision_tower.vision_tower.vision_model." + key[len("vision_tower."):]] = value
-        elif key.startswith(("mm_projector.", "text_hidden_fcs.")):
-            out["model." + key] = value
-        elif key.startswith(KEYSEG_PREFIXES):
-            if keyseg:
-                out[("model." if keyseg_under_model else "") + key] = value
-        else:
-            raise AssertionError(f"test reverse map does not know {key}")
-    out["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.arange(0, 8, dtype=torch.float32)
-    return out
-
-
-def save_sharded(state: dict, folder, shards: int = 3, bin_files: bool = False):
-    """A sharded checkpoint with its index: safetensors shards, or with `bin_files`
-    transformers 4.31's default `save_pretrained` output (pytorch_model-*.bin shards)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    keys = sorted(state)
-    prefix, suffix = ("pytorch_model", "bin") if bin_files else ("model", "safetensors")
-    weight_map = {}
-    for index in range(shards):
-        name = f"{prefix}-{index + 1:05d}-of-{shards:05d}.{suffix}"
-        part = {k: state[k] for k in keys[index::shards]}
-        if bin_files:
-            torch.save(part, folder / name)
-        else:
-            save_file(part, str(folder / name))
-        weight_map.update({k: name for k in part})
-    (folder / f"{prefix}.{suffix}.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return folder
 
 
 def mask_decoder_out(sam, image_embeddings, prompts):
@@ -489,20 +396,6 @@ RELEASE_FUSION_SHAPES = {
 }
 
 
-def release_checkpoint(model, keyseg: bool = True) -> dict:
-    """`LISAForCausalLM.save_pretrained` of the release (or of LISA-7B-v1 with keyseg=False).
-
-    transformers 4.31 keeps every layer's rotary `inv_freq` buffer; the vision tower is absent
-    (built with delay_load, ha-erim/KeySeg model/llava/model/llava_arch.py:34) and SAM's
-    pixel statistics are non-persistent buffers.
-    """
-    state = to_lisa(model, vision=False, keyseg=keyseg)
-    layers = model.config.llm["num_hidden_layers"]
-    state.update({f"model.layers.{i}.self_attn.rotary_emb.inv_freq": torch.arange(0, 8, dtype=torch.float32)
-                  for i in range(layers)})
-    return state
-
-
 def check_release_layout(state: dict, model, keyseg: bool = True) -> None:
     """The key names and shapes the reference modules define, for the parts keyseg adds to LLaMA/SAM."""
     hidden, vocab = model.config.llm["hidden_size"], model.config.llm["vocab_size"]
@@ -613,7 +506,7 @@ def test_release_lora_also_adapts_the_fusion_self_attention_and_merges(tmp_path,
 
 
 def test_new_token_rows_are_drawn_as_transformers_4_31_resizes():
-    from keyseg.training.tokenizer import word_level_tokenizer
+    from keyseg.model.tokenizer import word_level_tokenizer
 
     tokenizer = word_level_tokenizer(["a chat between a curious human and an assistant"] * 2)
     base = len(tokenizer)
@@ -635,7 +528,7 @@ def test_new_token_rows_are_drawn_as_transformers_4_31_resizes():
 
 
 def test_new_module_init_normal_is_transformers_init_weights():
-    from keyseg.training.tokenizer import word_level_tokenizer
+    from keyseg.model.tokenizer import word_level_tokenizer
 
     tokenizer = word_level_tokenizer(["a few words"])
     torch.manual_seed(0)
