@@ -63,11 +63,9 @@ SENTENCE_ONE_NONASCII = "What\u2019s the shape in this picture that {prop}? Plea
 SENTENCE_MANY_NONASCII = "Let\u2019s find every shape that {prop}: please segment them all."
 
 # Short ReasonSeg queries and refCOCO referring expressions share these templates, and
-# they start with the colour. A refCOCO sample's keyword
-# is its whole expression and the keyword loss aligns [KEY] with the keyword's first
-# sub-token, so the first word must name the target: with "the ..." templates [KEY]
-# learned to say "the" and the mask prompt carried no target information (measured: the
-# trained model's masks did not depend on the query).
+# they start with the colour: a refCOCO sample's keyword is its whole expression and the
+# keyword loss aligns [KEY] with the keyword's first sub-token, so the first word must
+# name the target, not "the" (docs/demo.md).
 PHRASE_ONE: tuple[str, ...] = (
     "{c} {s}{k}",
     "{c} {s}{k} {p}",
