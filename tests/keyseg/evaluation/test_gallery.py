@@ -7,21 +7,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import cv2
-import numpy as np
 
 from keyseg.evaluation.gallery import GalleryItem, select_extremes, write_gallery
 from keyseg.masks.overlay import BANNER_HEIGHT, IGNORE_RGB, OUTLINE_RGB, PANEL_HEIGHT, PREDICTION_RGB, TARGET_RGB
+from overlay_scene import scene
 
-
-def scene(height=120, width=200):
-    """A flat grey photo, a target square, an ignore strip and a shifted prediction."""
-    image = np.full((height, width, 3), 128, dtype=np.uint8)
-    target = np.zeros((height, width), dtype=np.uint8)
-    target[height // 4: height // 2, width // 4: width // 2] = 1
-    target[-height // 8:, :] = 255
-    prediction = np.zeros((height, width), dtype=bool)
-    prediction[height // 3: 2 * height // 3, width // 3: 2 * width // 3] = True
-    return image, target, prediction
 
 
 def item(key, iou, query="where?", split="val", keyword="cup", predicted_keyword="cup"):
