@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import torch
 
+from keyseg.data.semantic_queries import draw_targets, is_semantic_source, semantic_train_query
 from keyseg.data.conversation import (ConversationConfig, eval_query, reasonseg_choice, reasonseg_train_query,
                                       refer_train_query)
 from keyseg.data.transforms import ClipInput, SamInput, check_view_size, decode_rgb
@@ -124,8 +125,12 @@ class SampleDecoder:
 
         targets = document["targets"]
         refer = is_refer_source(document["source"])
+        semantic = is_semantic_source(document["source"])
         conversation = config.conversation
-        if config.mode == "eval":
+        if semantic:
+            refer = False
+            queries, built = self._semantic_queries(targets, rng or random.Random(f"{config.seed}/{key}"))
+        elif config.mode == "eval":
             queries = eval_queries(targets, refer, conversation.refer_protocol)
             bare = refer and conversation.refer_protocol == "release"
             built = [eval_query(self._eval_text(targets[t]["texts"][i], refer), targets[t]["is_sentence"] and not refer,
@@ -137,7 +142,7 @@ class SampleDecoder:
         texts = [targets[t]["texts"][i] for t, i in queries]
         is_sentence = [bool(targets[t]["is_sentence"]) for t, _ in queries]
         keywords = [query.keyword for query in built]
-        if config.mode == "eval":
+        if config.mode == "eval" and not semantic:
             # The keyword each eval query is judged against (never shown to the model).
             keywords = [texts[n] if refer else targets[t]["keyword"] for n, (t, _) in enumerate(queries)]
 
@@ -163,6 +168,14 @@ class SampleDecoder:
             "resize": resize,
             "original_size": (height, width),
         }
+
+    def _semantic_queries(self, targets: list[dict], rng: random.Random) -> tuple[list[tuple[int, int]], list]:
+        """Up to `num_queries` distinct classes, one of each one's names, as LISA's sem_seg
+        loader draws them (keyseg.data.semantic_queries); evaluation asks the same way, as
+        the reference never evaluates these sources."""
+        drawn = draw_targets(len(targets), rng, self.config.num_queries)
+        queries = [(index, rng.randrange(len(targets[index]["texts"]))) for index in drawn]
+        return queries, [semantic_train_query(targets[t]["texts"][i], rng) for t, i in queries]
 
     @staticmethod
     def _eval_text(text: str, refer: bool) -> str:
