@@ -23,7 +23,6 @@ from __future__ import annotations
 import random
 
 from keyseg.data.conversation import ANSWERS, SHORT_QUESTIONS, Query, conversation, with_image_markers
-from keyseg.sources.semantic import PartCategory
 
 NUM_CLASSES_PER_SAMPLE = 3  # LISA train_ds.py:87, --num_classes_per_sample
 SEMANTIC_SOURCES = ("ade20k", "cocostuff", "mapillary", "paco_lvis", "pascal_part")
@@ -33,14 +32,14 @@ def is_semantic_source(source: str) -> bool:
     return source in SEMANTIC_SOURCES
 
 
-def part_phrases(category: PartCategory) -> list[str]:
+def part_phrases(object_name: str, part: str | None) -> list[str]:
     """Every way the reference names a category in a question, equally likely (:229-234).
 
     Stored as a shard target's texts, so that drawing one text uniformly is the reference's
     coin flip."""
-    if category.part is None:
-        return [category.object]
-    return [f"{category.object} {category.part}", f"the {category.part} of the {category.object}"]
+    if part is None:
+        return [object_name]
+    return [f"{object_name} {part}", f"the {part} of the {object_name}"]
 
 
 def label_map_targets(class_names: list[str], present: list[int]) -> list[tuple[str, int]]:

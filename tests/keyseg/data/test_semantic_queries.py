@@ -4,7 +4,6 @@ import random
 
 from keyseg.data.conversation import ANSWERS, SHORT_QUESTIONS, conversation, with_image_markers
 from keyseg.data.semantic_queries import draw_targets, label_map_targets, part_phrases, semantic_train_query
-from keyseg.sources.semantic import PartCategory
 
 
 def test_a_query_uses_the_reference_templates_lower_cased_and_no_keyword():
@@ -34,8 +33,8 @@ def test_a_repeated_class_name_takes_the_first_label_as_the_reference_does():
 
 
 def test_part_categories_have_both_reference_phrasings():
-    assert part_phrases(PartCategory("dog", "tail")) == ["dog tail", "the tail of the dog"]
-    assert part_phrases(PartCategory("dog")) == ["dog"]
+    assert part_phrases("dog", "tail") == ["dog tail", "the tail of the dog"]
+    assert part_phrases("dog", None) == ["dog"]
 
 
 def test_the_decoder_asks_about_distinct_classes_of_a_semantic_sample():
