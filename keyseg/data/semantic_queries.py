@@ -4,18 +4,15 @@ release ships the same file).
 
 A semantic image reaches the loader as one shard target per class present (label-map
 sources) or per annotation (PACO-LVIS, PASCAL-Part), its texts being every way the
-reference names it. Per image, up to `num_classes_per_sample` distinct targets are drawn
-without replacement, one of each target's texts uniformly, and each becomes one short
-question from the reference's list, with the name lower-cased, and one answer from its
-answer list. These conversations carry no [KEY]: the reference gives sem_seg samples no
-keyword.
+reference names it (`keyseg.sources.semantic.label_map_targets`,
+`keyseg.sources.parts.part_phrases`).
+Per image, up to `num_classes_per_sample` distinct targets are drawn without
+replacement, one of each target's texts uniformly, and each becomes one short question
+from the reference's list, with the name lower-cased, and one answer from its answer
+list. These conversations carry no [KEY]: the reference gives sem_seg samples no keyword.
 
-Two reference details are kept on purpose:
-- a label-map class's mask is `label == class_names.index(name)` (:290, :323), the
-  *first* label with that name, which differs from the drawn label when the class list
-  repeats a name;
-- an image with no usable class or annotation makes the reference retry with image 0
-  (:218, :265); that choice belongs to the sampler that calls these functions.
+An image with no usable class or annotation makes the reference retry with image 0
+(:218, :265); `keyseg prepare` leaves such an image out (a warning row).
 """
 
 from __future__ import annotations
@@ -30,24 +27,6 @@ SEMANTIC_SOURCES = ("ade20k", "cocostuff", "mapillary", "paco_lvis", "pascal_par
 
 def is_semantic_source(source: str) -> bool:
     return source in SEMANTIC_SOURCES
-
-
-def part_phrases(object_name: str, part: str | None) -> list[str]:
-    """Every way the reference names a category in a question, equally likely (:229-234).
-
-    Stored as a shard target's texts, so that drawing one text uniformly is the reference's
-    coin flip."""
-    if part is None:
-        return [object_name]
-    return [f"{object_name} {part}", f"the {part} of the {object_name}"]
-
-
-def label_map_targets(class_names: list[str], present: list[int]) -> list[tuple[str, int]]:
-    """(name, label whose pixels are the mask) per present label, ignore excluded.
-
-    The label is `class_names.index(name)` (:290, :323): the first label with that name,
-    which differs from the present label when the class list repeats a name."""
-    return [(class_names[label], class_names.index(class_names[label])) for label in present]
 
 
 def draw_targets(count: int, rng: random.Random, num_classes_per_sample: int = NUM_CLASSES_PER_SAMPLE) -> list[int]:

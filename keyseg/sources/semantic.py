@@ -57,3 +57,12 @@ class AnnotatedImage:
     height: int
     categories: list[PartCategory] = field(default_factory=list)  # one per annotation
     masks: list[np.ndarray] = field(default_factory=list)  # bool HxW, one per annotation
+
+
+def label_map_targets(class_names: list[str], present: list[int]) -> list[tuple[str, int]]:
+    """(name, label whose pixels are the mask) per present label, ignore excluded.
+
+    The label is `class_names.index(name)` (LISA utils/sem_seg_dataset.py:290, :323): the
+    first label with that name, which differs from the present label when the class list
+    repeats a name."""
+    return [(class_names[label], class_names.index(class_names[label])) for label in present]

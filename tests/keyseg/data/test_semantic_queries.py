@@ -3,7 +3,8 @@
 import random
 
 from keyseg.data.conversation import ANSWERS, SHORT_QUESTIONS, conversation, with_image_markers
-from keyseg.data.semantic_queries import draw_targets, label_map_targets, part_phrases, semantic_train_query
+from keyseg.data.semantic_queries import draw_targets, semantic_train_query
+from keyseg.sources.semantic import label_map_targets
 
 
 def test_a_query_uses_the_reference_templates_lower_cased_and_no_keyword():
@@ -30,11 +31,6 @@ def test_a_repeated_class_name_takes_the_first_label_as_the_reference_does():
     # The reference finds a drawn name's label with list.index (sem_seg_dataset.py:290).
     names = ["sky", "tree", "sky", "road"]
     assert label_map_targets(names, [1, 2, 3]) == [("tree", 1), ("sky", 0), ("road", 3)]
-
-
-def test_part_categories_have_both_reference_phrasings():
-    assert part_phrases("dog", "tail") == ["dog tail", "the tail of the dog"]
-    assert part_phrases("dog", None) == ["dog"]
 
 
 def test_the_decoder_asks_about_distinct_classes_of_a_semantic_sample():
