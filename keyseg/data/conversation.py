@@ -172,3 +172,93 @@ def template_texts() -> list[str]:
     """Every fixed text a conversation can hold (a word-level vocabulary needs their words)."""
     return [SYSTEM_PROMPT, "USER: ASSISTANT:", *SHORT_QUESTIONS, *LONG_QUESTIONS, *EXPLANATORY_QUESTIONS, *ANSWERS,
             EVAL_SENTENCE_QUESTION, EVAL_PHRASE_QUESTION, EVAL_ANSWER + EVAL_KEY_SUFFIX]
+
+
+# ---------------------------------------------------------------------------
+# Visual question answering (LLaVA-Instruct-150k): multi-turn conversations from the data
+# file, as LISA's VQADataset builds them (docs/sources_vqa.md has the reference lines).
+
+VQA_ROLES = {"human": "USER", "gpt": "ASSISTANT"}
+"""The data file's speakers and the llava_v1 roles they become (the first is the user)."""
+ROUND_SEPARATOR = " ASSISTANT: "  # the collate cuts each round here: instruction | answer
+
+
+def vqa_message(value: str) -> str:
+    """One turn's text after the reference's `preprocess_multimodal`.
+
+    A turn that mentions "<image>" anywhere (any speaker) loses every "<image>", is
+    stripped, and gets one "<image>\\n" in front; then it is stripped again, so an
+    otherwise empty turn is just "<image>". Other turns are left exactly as written.
+    Applying it twice gives the same text.
+    """
+    if IMAGE_TOKEN not in value:
+        return value
+    return (IMAGE_PREFIX + value.replace(IMAGE_TOKEN, "").strip()).strip()
+
+
+def vqa_turns(turns: list[dict]) -> list[dict]:
+    """The turns the reference puts in the prompt: every value through `vqa_message`, and the
+    first turn dropped when it is not the user's (only the first; the rest must alternate
+    user, assistant, ... or the reference stops, see `vqa_turn_problem`)."""
+    cleaned = [{"from": turn["from"], "value": vqa_message(turn["value"])} for turn in turns]
+    if cleaned and VQA_ROLES.get(cleaned[0]["from"]) != VQA_ROLES["human"]:
+        cleaned = cleaned[1:]
+    return cleaned
+
+
+def vqa_prompt(turns: list[dict]) -> str:
+    """The llava_v1 text of cleaned turns (`vqa_turns`): user turns end with " ", assistant
+    turns with "</s>"; an empty turn is written as "ROLE:" with no separator, as the
+    reference's `get_prompt` does."""
+    text = SYSTEM_PROMPT + " "
+    for index, turn in enumerate(turns):
+        role = VQA_ROLES[turn["from"]]
+        if turn["value"]:
+            text += f"{role}: {turn['value']}" + (" " if index % 2 == 0 else EOS)
+        else:
+            text += f"{role}:"
+    return text
+
+
+def vqa_turn_problem(turns: list[dict]) -> tuple[str, str] | None:
+    """(code, reason) when the reference cannot build and tokenise these raw turns, else None.
+
+    Mirrors where LISA's VQADataset and collate stop: a speaker other than human/gpt
+    ("bad_role"), no turn left after dropping a leading assistant turn or turns that do not
+    alternate user/assistant ("not_alternating"), and a prompt whose rounds (cut at "</s>")
+    do not each hold exactly one " ASSISTANT: " ("bad_round": a conversation ending with a
+    user turn, an empty turn, or a value that itself holds "</s>" or " ASSISTANT: ").
+    """
+    if not turns:
+        return "not_alternating", "the conversation has no turns"
+    for index, turn in enumerate(turns):
+        if turn.get("from") not in VQA_ROLES:
+            return "bad_role", f"turn {index}: speaker {turn.get('from')!r} is neither 'human' nor 'gpt'"
+    cleaned = vqa_turns(turns)
+    if not cleaned:
+        return "not_alternating", "no turn is left after dropping the leading assistant turn"
+    user, assistant = VQA_ROLES["human"], VQA_ROLES["gpt"]
+    for index, turn in enumerate(cleaned):
+        expected = user if index % 2 == 0 else assistant
+        if VQA_ROLES[turn["from"]] != expected:
+            return "not_alternating", (f"turns do not alternate user/assistant (turn {index} of the prompt "
+                                       f"should be the {expected.lower()}'s)")
+    for index, round_text in enumerate(vqa_prompt(cleaned).split(EOS)):
+        if round_text == "":
+            break
+        if len(round_text.split(ROUND_SEPARATOR)) != 2:
+            return "bad_round", (f"round {index} of the prompt does not split into one question and one answer "
+                                 "(an empty turn, a last turn that is the user's, or a value holding "
+                                 "'</s>' or ' ASSISTANT: ')")
+    return None
+
+
+def vqa_conversation(turns: list[dict]) -> str:
+    """The full text the collate tokenises for one LLaVA-Instruct record: the reference's
+    cleaning (`vqa_turns`), the llava_v1 prompt, and <image> wrapped in <im_start>/<im_end>.
+    Raw or already cleaned turns give the same text. Raises ValueError where the reference
+    would stop (`vqa_turn_problem`)."""
+    problem = vqa_turn_problem(turns)
+    if problem is not None:
+        raise ValueError(problem[1])
+    return with_image_markers(vqa_prompt(vqa_turns(turns)))

@@ -1032,6 +1032,249 @@ def losses_golden(ks) -> dict:
 
 
 # ---------------------------------------------------------------------------
+# vqa.json: LLaVA-Instruct-150k conversations through LISA's VQADataset and collate
+# ---------------------------------------------------------------------------
+
+VQA_FILE = "llava_instruct_tiny"  # llava_dataset/<name>.json, passed as `vqa_data`
+VQA_LONG_ANSWER = " ".join(
+    ["The red bus waits at the corner while people with umbrellas cross the wet street."] * 45)
+# The raw records, in file order. `expect` is what the reference does with each: "ok" (it
+# collates), or the stage where it stops ("dataset": VQADataset.__getitem__, "collate":
+# collate_fn). Images named here are written unless `image_missing`.
+VQA_RECORDS = [
+    {"name": "two-rounds-image-first", "expect": "ok", "record": {
+        "id": "000000000101", "image": "000000000101.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nWhat colour is the bus?"},
+            {"from": "gpt", "value": "The bus is red."},
+            {"from": "human", "value": "How many people are crossing the street?"},
+            {"from": "gpt", "value": "Three people are crossing, two of them with umbrellas."}]}},
+    {"name": "image-last", "expect": "ok", "record": {
+        "id": "000000000102", "image": "000000000102.jpg", "conversations": [
+            {"from": "human", "value": "What is unusual about this picture?\n<image>"},
+            {"from": "gpt", "value": "A cat is sitting on top of a parked car."}]}},
+    {"name": "image-middle-and-spaces", "expect": "ok", "record": {
+        "id": "000000000103", "image": "000000000103.jpg", "conversations": [
+            {"from": "human", "value": "  Look at <image> and tell me:\n\n which objects are blue?  "},
+            {"from": "gpt", "value": "  The kite and the bench are blue.\n"},
+            {"from": "human", "value": "Anything else?\n"},
+            {"from": "gpt", "value": "No.\n\nNothing else is blue."}]}},
+    {"name": "image-twice-in-one-turn", "expect": "ok", "record": {
+        "id": "000000000104", "image": "000000000104.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nCompare the left side <image> with the right."},
+            {"from": "gpt", "value": "The left side is brighter (about 20% more light)."}]}},
+    {"name": "leading-gpt-turn-dropped", "expect": "ok", "record": {
+        "id": "000000000105", "image": "000000000105.jpg", "conversations": [
+            {"from": "gpt", "value": "Hello! Ask me about the image."},
+            {"from": "human", "value": "<image>\nWhere was this photo taken?"},
+            {"from": "gpt", "value": "At a train station, judging by the platform."}]}},
+    {"name": "image-in-third-turn", "expect": "ok", "record": {
+        "id": "000000000106", "image": "000000000106.jpg", "conversations": [
+            {"from": "human", "value": "I will show you a photo."},
+            {"from": "gpt", "value": "Sure, go ahead."},
+            {"from": "human", "value": "Here it is: <image> What animal is this?"},
+            {"from": "gpt", "value": "It is a zebra."}]}},
+    {"name": "image-in-gpt-turn", "expect": "ok", "record": {
+        "id": "000000000107", "image": "000000000107.jpg", "conversations": [
+            {"from": "human", "value": "Describe the scene."},
+            {"from": "gpt", "value": "Here is what I see <image> a quiet harbour."}]}},
+    {"name": "unicode-and-digits", "expect": "ok", "record": {
+        "id": "000000000108", "image": "000000000108.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nWhat does the café sign say? Ωmega?"},
+            {"from": "gpt", "value": "It says \"Café 1984 – open 7 days\"."},
+            {"from": "human", "value": "Is it open on Sunday?"},
+            {"from": "gpt", "value": "Yes."},
+            {"from": "human", "value": "Thanks!"},
+            {"from": "gpt", "value": "You're welcome."}]}},
+    {"name": "long-answer", "expect": "ok", "record": {
+        "id": "000000000109", "image": "000000000109.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nDescribe the image in detail."},
+            {"from": "gpt", "value": VQA_LONG_ANSWER},
+            {"from": "human", "value": "Summarise that in one line."},
+            {"from": "gpt", "value": "A red bus waits while people cross in the rain."}]}},
+    {"name": "empty-gpt-turn-inside", "expect": "ok", "record": {
+        "id": "000000000110", "image": "000000000110.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nIs there a dog?"},
+            {"from": "gpt", "value": ""},
+            {"from": "human", "value": "And a cat?"},
+            {"from": "gpt", "value": "There is one cat on the sofa."}]}},
+    {"name": "no-image-token", "expect": "ok", "record": {
+        "id": "000000000111", "image": "000000000111.jpg", "conversations": [
+            {"from": "human", "value": "What is the capital of France?"},
+            {"from": "gpt", "value": "Paris."}]}},
+    {"name": "image-in-two-turns", "expect": "ok", "record": {
+        "id": "000000000112", "image": "000000000112.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is this?"},
+            {"from": "gpt", "value": "A lighthouse."},
+            {"from": "human", "value": "And now? <image>"},
+            {"from": "gpt", "value": "The same lighthouse at night."}]}},
+    {"name": "same-id-second-conversation", "expect": "ok", "record": {
+        "id": "000000000101", "image": "000000000101.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nIs it raining?"},
+            {"from": "gpt", "value": "Yes, the street is wet and people hold umbrellas."}]}},
+    {"name": "bad-role", "expect": "dataset", "record": {
+        "id": "000000000120", "image": "000000000101.jpg", "conversations": [
+            {"from": "system", "value": "<image>\nBe brief."},
+            {"from": "gpt", "value": "Ok."}]}},
+    {"name": "not-alternating", "expect": "dataset", "record": {
+        "id": "000000000121", "image": "000000000101.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nFirst question?"},
+            {"from": "human", "value": "Second question?"},
+            {"from": "gpt", "value": "One answer."}]}},
+    {"name": "ends-with-human", "expect": "collate", "record": {
+        "id": "000000000122", "image": "000000000101.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is this?"},
+            {"from": "gpt", "value": "A bus."},
+            {"from": "human", "value": "Which colour?"}]}},
+    {"name": "empty-human-turn", "expect": "collate", "record": {
+        "id": "000000000123", "image": "000000000101.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is this?"},
+            {"from": "gpt", "value": "A bus."},
+            {"from": "human", "value": ""},
+            {"from": "gpt", "value": "Still a bus."}]}},
+    {"name": "eos-inside-answer", "expect": "collate", "record": {
+        "id": "000000000124", "image": "000000000101.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is this?"},
+            {"from": "gpt", "value": "A bus.</s>And more text."}]}},
+    {"name": "only-gpt", "expect": "collate", "record": {
+        "id": "000000000125", "image": "000000000101.jpg", "conversations": [
+            {"from": "gpt", "value": "<image>\nI am alone."}]}},
+    {"name": "no-turns", "expect": "dataset", "record": {
+        "id": "000000000126", "image": "000000000101.jpg", "conversations": []}},
+    {"name": "image-missing", "expect": "dataset", "image_missing": True, "record": {
+        "id": "000000000127", "image": "000000000127.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is this?"},
+            {"from": "gpt", "value": "Nothing."}]}},
+    {"name": "no-image-key", "expect": "dataset", "record": {
+        "id": "000000000128", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is this?"},
+            {"from": "gpt", "value": "Nothing."}]}},
+]
+# Batches of several records (indices into VQA_RECORDS); single-record batches are added
+# for every record the reference collates.
+VQA_BATCHES = [
+    ("pair-padding", ["two-rounds-image-first", "image-last"]),
+    ("pair-truncated", ["image-last", "long-answer"]),
+    ("three-mixed-image-branches", ["no-image-token", "image-in-gpt-turn", "unicode-and-digits"]),
+]
+
+
+def write_vqa_dataset(root: Path) -> None:
+    folder = root / "llava_dataset"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{VQA_FILE}.json").write_text(json.dumps([r["record"] for r in VQA_RECORDS]), encoding="utf-8")
+    names = {r["record"]["image"] for r in VQA_RECORDS if "image" in r["record"] and not r.get("image_missing")}
+    for name in sorted(names):
+        write_image(root / "coco" / "train2017" / name, width=56, height=44)
+
+
+def seed_for_index(index: int, count: int) -> int:
+    """The first seed for which `random.randint(0, count - 1)` gives `index`: VQADataset
+    picks its record with exactly that call (LISA utils/vqa_dataset.py:84)."""
+    seed = 0
+    while True:
+        random.seed(seed)
+        if random.randint(0, count - 1) == index:
+            return seed
+        seed += 1
+
+
+def vqa_items(dataset_module, root: Path, clip_dir: Path, tokenizer) -> tuple[dict, list[dict]]:
+    """Each record through HybridDataset(dataset="vqa") of one checkout: the item it returns,
+    or where it stopped and with which exception."""
+    hybrid = dataset_module.HybridDataset(
+        str(root), tokenizer, str(clip_dir), samples_per_epoch=100, precision="fp32", image_size=IMAGE_SIZE,
+        num_classes_per_sample=NUM_CLASSES_PER_SAMPLE, exclude_val=False, dataset="vqa", sample_rate=[1],
+        vqa_data=VQA_FILE)
+    count = len(VQA_RECORDS)
+    items, rejected = {}, []
+    for index, spec in enumerate(VQA_RECORDS):
+        seed = seed_for_index(index, count)
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            item = hybrid[0]
+        except Exception as error:  # the reference's own failure, recorded as data
+            rejected.append({"name": spec["name"], "index": index, "stage": "dataset",
+                             "error": type(error).__name__})
+            continue
+        items[spec["name"]] = (index, seed, item)
+    return items, rejected
+
+
+def vqa_item_record(spec: dict, index: int, seed: int, item: tuple) -> dict:
+    return {
+        "name": spec["name"], "index": index, "seed": seed, "record": spec["record"],
+        "image": Path(item[0]).name,
+        "dataset_conversations": list(item[3]),
+        "masks_shape": list(item[4].shape),
+        "label_values": sorted(set(item[5].flatten().tolist())),
+        "questions_are_conversations": list(item[7]) == list(item[3]) and list(item[8]) == list(item[3]),
+        "inference": bool(item[9]),
+    }
+
+
+def vqa_golden(lisa, keyseg_checkout: Path, tokenizer, root: Path, clip_dir: Path, seg_id: int, key_id: int) -> dict:
+    write_vqa_dataset(root)
+    collate = partial(lisa.dataset.collate_fn, tokenizer=tokenizer, conv_type="llava_v1", use_mm_start_end=True,
+                      local_rank=0)
+    items, rejected = vqa_items(lisa.dataset, root, clip_dir, tokenizer)
+    by_name = {spec["name"]: spec for spec in VQA_RECORDS}
+
+    def run(names: list[str]) -> dict:
+        # The collate rewrites the conversation list in place: give it copies.
+        batch = [items[n][2][:3] + (list(items[n][2][3]),) + items[n][2][4:] for n in names]
+        return collate(batch)
+
+    cases = []
+    for spec in VQA_RECORDS:
+        if spec["name"] not in items:
+            continue
+        try:
+            out = run([spec["name"]])
+        except Exception as error:
+            rejected.append({"name": spec["name"], "index": items[spec["name"]][0], "stage": "collate",
+                             "error": type(error).__name__})
+            continue
+        cases.append({"name": spec["name"], "items": [vqa_item_record(spec, *items[spec["name"]])],
+                      **collate_record(out, tokenizer, seg_id, key_id)})
+    for name, names in VQA_BATCHES:
+        out = run(names)
+        cases.append({"name": name, "items": [vqa_item_record(by_name[n], *items[n]) for n in names],
+                      **collate_record(out, tokenizer, seg_id, key_id)})
+    rejected.sort(key=lambda r: r["index"])
+    for entry in rejected:
+        assert by_name[entry["name"]]["expect"] == entry["stage"], entry
+    for spec in VQA_RECORDS:
+        assert (spec["name"] in {c["name"] for c in cases}) == (spec["expect"] == "ok"), spec["name"]
+
+    # The release ships the same utils/vqa_dataset.py and utils/dataset.py; run its copy too.
+    release = import_reference(keyseg_checkout, conversation="model.llava.conversation", dataset="utils.dataset")
+    release.conversation.default_conversation = release.conversation.conv_templates["llava_v1"]
+    release_items, release_rejected = vqa_items(release.dataset, root, clip_dir, tokenizer)
+    assert [r["name"] for r in release_rejected] == [r["name"] for r in rejected if r["stage"] == "dataset"]
+    collated = {spec["name"] for spec in VQA_RECORDS if spec["expect"] == "ok"}
+    for name, (index, seed, item) in items.items():
+        assert list(release_items[name][2][3]) == list(item[3]), name
+        if name not in collated:
+            continue
+        ours = collate_record(run([name]), tokenizer, seg_id, key_id)
+        theirs = release.dataset.collate_fn([item[:3] + (list(item[3]),) + item[4:]], tokenizer=tokenizer,
+                                            conv_type="llava_v1", use_mm_start_end=True, local_rank=0)
+        assert collate_record(theirs, tokenizer, seg_id, key_id) == ours, name
+    return {
+        "tokenizer": "tiny_llama (loaded as ha-erim/KeySeg finetune.py:195-213 does)",
+        "dataset": "dvlab-research/LISA utils/dataset.py HybridDataset(dataset='vqa') over utils/vqa_dataset.py "
+                   "VQADataset; collate_fn of utils/dataset.py with conv_type llava_v1, use_mm_start_end True",
+        "same_in_release": True,
+        "model_max_length": tokenizer.model_max_length,
+        "records": [{"name": s["name"], "expect": s["expect"], "image_missing": bool(s.get("image_missing")),
+                     "record": s["record"]} for s in VQA_RECORDS],
+        "rejected": rejected,
+        "cases": cases,
+    }
+
+
+# ---------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------
 
@@ -1140,6 +1383,13 @@ def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import save_file
     save_file(state, str(args.out / "fusion_weights.safetensors"))
     write_golden(args.out / "losses.json", reference, losses_golden(ks))
+    # Last, so the draws above are unchanged: it seeds its own and re-imports the release.
+    with tempfile.TemporaryDirectory(prefix="keyseg-goldens-vqa-") as tmp:
+        root = Path(tmp)
+        clip_dir = write_fake_dataset(root)
+        vqa = vqa_golden(lisa, args.keyseg.resolve(), tokenizer, root, clip_dir, seg_id, key_id)
+    write_golden(args.out / "vqa.json", reference, vqa)
+    print("vqa cases:", len(vqa["cases"]), "rejected:", len(vqa["rejected"]))
     print("cases per protocol:", protocols)
     return 0
 
