@@ -86,6 +86,9 @@ bench: setup
 
 # ---- the KeySeg recipe on real data and weights (GPU machines). PRESET keyseg-7b-release
 # (default) is the release's training run, keyseg-7b the paper's method (docs/presets.md).
+# RECIPE keyseg (default) trains PRESET from LISA-7B-v1; lisa trains LISA itself (lisa-7b)
+# from LLAVA_DIR with SAM_CKPT on LISA's whole mixture (DATA_DIR in LISA's layout);
+# lisa+keyseg trains PRESET from that LISA. `make reproduce-check RECIPE=...` lists its needs.
 # `make reproduce-check` validates every path first: DATA_DIR with reason_seg/ and
 # refer_seg/ (reference layouts), LISA_CKPT (LISA-7B-v1 folder), CLIP_DIR
 # (clip-vit-large-patch14), SAM_CKPT (sam_vit_h_4b8939.pth: required by keyseg-7b-release),
@@ -99,15 +102,20 @@ LLM_BASE_URL ?=
 LLM_MODEL    ?=
 GPUS         ?= 8
 PRESET       ?= keyseg-7b-release
+RECIPE       ?= keyseg
+LLAVA_DIR    ?=
 REPRO_DIR    ?= runs/reproduce
 REPRO_SHARDS ?= shards/keyseg
 REPRO_KEYWORDS := $(REPRO_DIR)/keyword_outputs.json
+REPRO_LISA   := $(REPRO_DIR)/lisa
+REPRO_MODEL  := $(if $(filter lisa,$(RECIPE)),$(REPRO_LISA),$(REPRO_DIR)/train)/export
 
 reproduce-check: setup
-	$(BIN)/keyseg reproduce-check --data-dir "$(DATA_DIR)" --lisa-ckpt "$(LISA_CKPT)" --clip-dir "$(CLIP_DIR)" --sam-ckpt "$(SAM_CKPT)" --gpus $(GPUS) --llm-base-url "$(LLM_BASE_URL)" --llm-model "$(LLM_MODEL)" --preset "$(PRESET)"
+	$(BIN)/keyseg reproduce-check --data-dir "$(DATA_DIR)" --lisa-ckpt "$(LISA_CKPT)" --clip-dir "$(CLIP_DIR)" --sam-ckpt "$(SAM_CKPT)" --gpus $(GPUS) --llm-base-url "$(LLM_BASE_URL)" --llm-model "$(LLM_MODEL)" --preset "$(PRESET)" --recipe "$(RECIPE)" --llava-dir "$(LLAVA_DIR)"
 
 reproduce: reproduce-check
 	$(BIN)/keyseg prepare --data-dir $(DATA_DIR) --out $(REPRO_DIR)/prepared
+ifneq ($(RECIPE),lisa)
 ifneq ($(LLM_MODEL),)
 	$(BIN)/keyseg mine-keywords generate --input $(DATA_DIR)/reason_seg/ReasonSeg/explanatory/train.json \
 		--base-url "$(LLM_BASE_URL)" --model "$(LLM_MODEL)" --out $(REPRO_KEYWORDS)
@@ -115,11 +123,19 @@ else
 	$(BIN)/keyseg mine-keywords validate --keywords $(DATA_DIR)/reason_seg/ReasonSeg/explanatory_key/keyword_outputs.json \
 		--fix $(REPRO_KEYWORDS)
 endif
-	$(BIN)/keyseg shard --prepared $(REPRO_DIR)/prepared --out $(REPRO_SHARDS) --keywords $(REPRO_KEYWORDS)
+endif
+	$(BIN)/keyseg shard --prepared $(REPRO_DIR)/prepared --out $(REPRO_SHARDS) $(if $(filter lisa,$(RECIPE)),,--keywords $(REPRO_KEYWORDS))
 	$(BIN)/keyseg shards verify --shards $(REPRO_SHARDS)
+ifneq ($(RECIPE),keyseg)
+	$(BIN)/keyseg train --config lisa-7b --shards $(REPRO_SHARDS) --out $(REPRO_LISA) --gpus $(GPUS) \
+		--resume auto init.llava=$(LLAVA_DIR) init.vision=$(CLIP_DIR) init.sam=$(SAM_CKPT)
+endif
+ifneq ($(RECIPE),lisa)
 	$(BIN)/keyseg train --config $(PRESET) --shards $(REPRO_SHARDS) --out $(REPRO_DIR)/train --gpus $(GPUS) \
-		--resume auto init.lisa=$(LISA_CKPT) init.vision=$(CLIP_DIR) $(if $(SAM_CKPT),init.sam=$(SAM_CKPT),)
+		--resume auto init.lisa=$(if $(filter keyseg,$(RECIPE)),$(LISA_CKPT),$(REPRO_LISA)/export) \
+		init.vision=$(CLIP_DIR) $(if $(SAM_CKPT),init.sam=$(SAM_CKPT),)
+endif
 	$(BIN)/keyseg evaluate --shards $(REPRO_SHARDS) --split reasonseg:val --split reasonseg:test \
 		--split refcoco:val --split refcoco:testA --split refcoco:testB --split refcoco+:val \
 		--split refcoco+:testA --split refcoco+:testB --split refcocog:val --split refcocog:test \
-		--model $(REPRO_DIR)/train/export --out $(REPRO_DIR)/eval --gpus $(GPUS) --visualize 20
+		--model $(REPRO_MODEL) --out $(REPRO_DIR)/eval --gpus $(GPUS) --visualize 20

@@ -113,9 +113,9 @@ def prepare(
     source: Optional[list[str]] = typer.Option(
         None, "--source",
         help="What to prepare, repeatable: reasonseg[:SPLITS], refcoco[:unc|google[:SPLITS]], "
-             "refcoco+[:unc[:SPLITS]], refcocog[:umd|google[:SPLITS]]; SPLITS comma-separated, e.g. "
-             "refcoco:unc:train,val. Default: every ReasonSeg split folder present and each refCOCO "
-             "dataset's usual splitBy (unc, unc, umd) whose refs file is present.",
+             "refcoco+[:unc[:SPLITS]], refcocog[:umd|google[:SPLITS]], refclef[:unc|berkeley[:SPLITS]]; "
+             "SPLITS comma-separated, e.g. refcoco:unc:train,val. Default: every ReasonSeg split folder "
+             "present and each refer dataset's usual splitBy (unc, unc, umd, unc) whose refs file is present.",
     ),
     workers: int = typer.Option(0, min=0, help="Worker processes; 0 means one per core."),
     strict: bool = typer.Option(False, "--strict", help="Treat warnings (degenerate polygons, unknown labels...) as errors."),
@@ -441,22 +441,24 @@ def demo_report_pictures(
 
 @app.command("reproduce-check")
 def reproduce_check(
-    data_dir: str = typer.Option("", "--data-dir", help="Folder with reason_seg/ and refer_seg/ (empty: unset)."),
-    lisa_ckpt: str = typer.Option("", "--lisa-ckpt", help="LISA-7B-v1 folder (empty: unset)."),
+    data_dir: str = typer.Option("", "--data-dir", help="Data folder in LISA's layout (empty: unset)."),
+    recipe: str = typer.Option("keyseg", "--recipe", help="keyseg (from LISA-7B-v1), lisa (LISA from LLaVA) or lisa+keyseg."),
+    lisa_ckpt: str = typer.Option("", "--lisa-ckpt", help="LISA-7B-v1 folder (recipe keyseg; empty: unset)."),
+    llava_dir: str = typer.Option("", "--llava-dir", help="LLaVA folder, e.g. LLaVA-Lightning-7B-v1-1 (empty: unset)."),
     clip_dir: str = typer.Option("", "--clip-dir", help="clip-vit-large-patch14 folder (empty: unset)."),
-    sam_ckpt: str = typer.Option("", "--sam-ckpt", help="sam_vit_h_4b8939.pth (empty: unset; keyseg-7b-release needs it)."),
+    sam_ckpt: str = typer.Option("", "--sam-ckpt", help="sam_vit_h_4b8939.pth (empty: unset; lisa recipes, keyseg-7b-release need it)."),
     gpus: int = typer.Option(1, "--gpus", min=0, help="GPUs the run will use."),
     llm_base_url: str = typer.Option("", "--llm-base-url", help="OpenAI-compatible endpoint for keyword mining (empty: unset)."),
     llm_model: str = typer.Option("", "--llm-model", help="Model name on that endpoint (empty: unset; set both or neither)."),
-    preset: str = typer.Option("keyseg-7b-release", "--preset", help="Training preset: keyseg-7b-release or keyseg-7b."),
+    preset: str = typer.Option("keyseg-7b-release", "--preset", help="KeySeg training preset: keyseg-7b-release or keyseg-7b."),
     progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Check every path and prerequisite of `make reproduce` up front; exit 1 when any is missing."""
     from pipelines import reproduce_check as stage
 
-    _run_stage(stage, stage.ReproduceCheckConfig(data_dir=data_dir, lisa_ckpt=lisa_ckpt, clip_dir=clip_dir,
-                                                 sam_ckpt=sam_ckpt, gpus=gpus, llm_base_url=llm_base_url,
-                                                 llm_model=llm_model, preset=preset), quiet)
+    _run_stage(stage, stage.ReproduceCheckConfig(data_dir=data_dir, recipe=recipe, lisa_ckpt=lisa_ckpt,
+                                                 llava_dir=llava_dir, clip_dir=clip_dir, sam_ckpt=sam_ckpt, gpus=gpus,
+                                                 llm_base_url=llm_base_url, llm_model=llm_model, preset=preset), quiet)
 
 
 if __name__ == "__main__":

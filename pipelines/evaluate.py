@@ -224,7 +224,8 @@ def _read_prediction(path: Path) -> np.ndarray:
 def _predictions_part(config: EvaluateConfig, split_name: str, paths: list[Path], progress) -> _SplitPart:
     """Score PNG masks against the shards' ground truth (no model, no image decoding)."""
     from keyseg.data.loader import iter_raw_samples
-    from keyseg.data.samples import eval_queries, is_refer_source, prediction_name
+    from keyseg.data.samples import eval_queries, prediction_name
+    from keyseg.formats.refer import is_refer_source
     from keyseg.data.skips import _SkipTracker
     from keyseg.images import ImageError
 

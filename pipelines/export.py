@@ -37,5 +37,6 @@ def run(config: ExportConfig, console: Console | None = None) -> ExportResult:
     console = console or Console(stderr=True)
     with activity(console, config.show_progress, f"exporting {config.checkpoint}"):
         info = export_checkpoint(config.checkpoint, config.out, base_model=config.base_model)
-    console.print(f"exported {escape(info['checkpoint'])} (step {info['step']}) to {escape(str(config.out))}")
+    console.print(f"exported {escape(info['checkpoint'])} (step {info['step']}) to {escape(str(config.out))}",
+                  soft_wrap=True)
     return ExportResult(folder=Path(config.out), info=info)

@@ -29,6 +29,7 @@ from rich.markup import escape
 from keyseg.errors import DataError
 from keyseg.formats.fields import is_int, is_text, type_name
 from keyseg.formats.manifest import check_record
+from keyseg.formats.refer import is_refer_source
 from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, image_info, image_pixel_bound, set_max_image_pixels
 from keyseg.io import atomic_write_json, sha256_file
 from keyseg.masks.png import read_mask_png
@@ -133,7 +134,7 @@ def _read_manifest(manifest: Path, name: str) -> tuple[list[dict], list[dict]]:
 
 def _record_keywords(record: dict, keywords: dict[str, str | None]) -> list[str | None]:
     """ReasonSeg train: the mined keyword; refer: the expression; otherwise null."""
-    if record["source"].startswith("refcoco"):
+    if is_refer_source(record["source"]):
         return [target["texts"][0] if target["texts"] else None for target in record["targets"]]
     if record["source"] == "reasonseg" and record["split"] == "train":
         keyword = keywords.get(Path(record["image"]).name)

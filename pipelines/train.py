@@ -121,15 +121,16 @@ def build_model(run: TrainRun, tokenizer, console: Console):
 def dry_run(run: TrainRun, console: Console) -> dict:
     """Resolve the config, build the model on the meta device, count parameters, print DeepSpeed's config."""
     from keyseg.model import KeySegModel
-    from keyseg.model.config import KEYSEG_7B_VOCAB
+    from keyseg.model.config import KEYSEG_7B_VOCAB, LISA_7B_V1_VOCAB
     from keyseg.model.params import apply_lora, apply_trainability, parameter_table, print_parameter_table
 
     # The tiny vocabulary comes from the shards, which a dry run does not read: any small
     # size shows the parameter counts. The 7B presets count at the vocabulary they train
-    # with: LISA-7B-v1's tokenizer plus [KEY].
+    # with: LISA-7B-v1's tokenizer plus [KEY]; plain LISA (fusion none) at LISA's own, a
+    # LLaVA-v1 tokenizer plus [SEG] (no [KEY]).
     model_config = _model_config(run, vocab_size=128)
     if run.config.model_preset != "tiny":
-        model_config.llm["vocab_size"] = KEYSEG_7B_VOCAB
+        model_config.llm["vocab_size"] = LISA_7B_V1_VOCAB if model_config.fusion == "none" else KEYSEG_7B_VOCAB
     with torch.device("meta"):
         model = KeySegModel(model_config)
     # The same steps as build_model after the weights are in.
@@ -138,10 +139,50 @@ def dry_run(run: TrainRun, console: Console) -> dict:
     print_parameter_table(model, console)
     trainable = sum(row[1] for row in parameter_table(model))
     console.print(f"trainable parameters: {trainable:,} (vocabulary {model_config.llm['vocab_size']:,})")
+    print_mixture_table(run.config.data, console)
     groups = parameter_groups(model.named_parameters(), run.config.optim.lr_scales)
     ds = deepspeed_config(run.config, on_cpu=not torch.cuda.is_available(), groups=groups)
     console.print_json(json.dumps({"train_config": run.config.to_dict(), "deepspeed": ds}))
     return ds
+
+
+def print_mixture_table(data, console: Console) -> None:
+    """The training mixture: each kind's rate, and each dataset's weight and share of samples."""
+    from rich.table import Table
+
+    from keyseg.training.config import mixture_rows
+
+    table = Table(title="training mixture")
+    for name, justify in (("kind", "left"), ("rate", "right"), ("kind share", "right"), ("dataset", "left"),
+                          ("weight", "right"), ("share of samples", "right")):
+        table.add_column(name, justify=justify)
+    rows = mixture_rows(data)
+    kind_share: dict[str, float] = {}
+    for row in rows:
+        kind_share[row.kind] = kind_share.get(row.kind, 0.0) + row.share
+    for at, row in enumerate(rows):
+        first = at == 0 or rows[at - 1].kind != row.kind
+        last = at == len(rows) - 1 or rows[at + 1].kind != row.kind
+        table.add_row(row.kind if first else "", f"{row.rate:g}" if first else "",
+                      f"{100 * kind_share[row.kind]:.2f}%" if first else "", escape(row.split), f"{row.weight:g}",
+                      f"{100 * row.share:.2f}%", end_section=last)
+    console.print(table)
+
+
+def _check_train_splits(config: TrainConfig, shards: Path) -> None:
+    """Every training split must be in the shard set, named with its kind when one is not:
+    `keyseg shard` writes ReasonSeg and refCOCO splits only, so LISA's sem_seg, refclef and
+    vqa datasets cannot be trained on yet."""
+    from keyseg.training.config import missing_mixture_splits
+
+    available = ShardSet.open(shards).splits
+    missing = missing_mixture_splits(config.data, available)
+    if missing:
+        listing = "; ".join(f"{kind}: {', '.join(splits)}" for kind, splits in missing.items())
+        fix = " or set its kind's rate to 0 (data.mixture.<kind>.rate=0)" if config.data.mixture else ""
+        raise UsageError(f"{shards} has no shards for training split(s) {listing} (has: "
+                         f"{', '.join(sorted(available)) or 'none'}). `keyseg shard` writes reasonseg and "
+                         f"refcoco/refcoco+/refcocog/refclef splits only so far; shard the missing ones{fix}")
 
 
 def run(run: TrainRun, console: Console | None = None) -> TrainResult:
@@ -152,6 +193,7 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
     config = run.config
     out, shards = Path(run.out), Path(run.shards)
     # Checked before anything starts: an unknown split or a bad index fails in a second.
+    _check_train_splits(config, shards)
     train_names = [source["split"] for source in config.data.train]
     split_shards = _split_shards(shards, train_names + ([config.data.val] if config.data.val else []))
     ensure_single_process_env()
@@ -197,7 +239,8 @@ def run(run: TrainRun, console: Console | None = None) -> TrainResult:
         best = out / "checkpoints" / "best"
         source = best if (best / "train_state.json").is_file() else out
         info = export_checkpoint(source, out / "export")
-        console.print(f"exported {escape(info['checkpoint'])} (step {info['step']}) to {escape(str(out / 'export'))}")
+        console.print(f"exported {escape(info['checkpoint'])} (step {info['step']}) to {escape(str(out / 'export'))}",
+                      soft_wrap=True)
     if rank == 0:
         console.print(f"trained {result.steps} steps: {result.samples_per_second:.1f} images/s, "
                       f"data wait {100 * result.data_wait_fraction:.0f}%, best val gIoU {result.best_giou}")

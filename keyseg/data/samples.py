@@ -30,10 +30,11 @@ import cv2
 import numpy as np
 import torch
 
-from keyseg.data.semantic_queries import draw_targets, is_semantic_source, semantic_train_query
 from keyseg.data.conversation import (ConversationConfig, eval_query, reasonseg_choice, reasonseg_train_query,
                                       refer_train_query)
+from keyseg.data.semantic_queries import draw_targets, is_semantic_source, semantic_train_query
 from keyseg.data.transforms import ClipInput, SamInput, check_view_size, decode_rgb
+from keyseg.formats.refer import is_refer_source
 from keyseg.images import ImageError
 from keyseg.shards.samples import BadSampleError, decode_mask, read_sample_json
 
@@ -58,10 +59,6 @@ class SampleConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.num_queries < 1 or self.sam_size < 1 or self.clip_size < 1:
             raise ValueError("num_queries, sam_size and clip_size must be positive")
-
-
-def is_refer_source(source: str) -> bool:
-    return source.startswith("refcoco")
 
 
 def parse_sample_json(data: bytes) -> dict:

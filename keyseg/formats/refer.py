@@ -1,4 +1,4 @@
-"""REFER-format files of refCOCO, refCOCO+ and refCOCOg (docs/fidelity.md M5; layout in docs/stages.md).
+"""REFER-format files of refCOCO, refCOCO+, refCOCOg and refCLEF (docs/fidelity.md M5; layout in docs/stages.md).
 
 `refs(<splitBy>).p` is a pickle. Unpickling runs whatever callables the file names, so
 we use an unpickler that resolves no global at all beyond a few harmless builtins:
@@ -16,13 +16,17 @@ from pathlib import Path
 from keyseg.formats.fields import is_int, is_text, type_name
 from keyseg.images import ImageError, check_image_size
 
-# The datasets, their splitBy variants and splits, as published.
+# The datasets, their splitBy variants and splits, as published. refCLEF (ReferItGame
+# over the saiapr_tc-12 images) has UNC's five splits and Berkeley's three (REFER's
+# `getRefIds` knows testC for it: LISA `utils/refer.py:160-172`).
 REFER_DATASETS: dict[str, dict[str, tuple[str, ...]]] = {
     "refcoco": {"unc": ("train", "val", "testA", "testB"), "google": ("train", "val", "test")},
     "refcoco+": {"unc": ("train", "val", "testA", "testB")},
     "refcocog": {"umd": ("train", "val", "test"), "google": ("train", "val")},
+    "refclef": {"unc": ("train", "val", "testA", "testB", "testC"), "berkeley": ("train", "val", "test")},
 }
-DEFAULT_SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
+# The splitBy LISA trains on: umd for refcocog, unc for the others (LISA `utils/refer_seg_dataset.py:57-60`).
+DEFAULT_SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd", "refclef": "unc"}
 REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
 
 _SAFE_GLOBALS = {
@@ -155,6 +159,27 @@ def _text_type(value) -> str:
     if isinstance(value, str):
         return "an empty string" if not value else "text that is not valid Unicode"
     return type_name(value)
+
+
+def is_refer_source(source: str) -> bool:
+    """A shard source of the refCOCO family (refcoco, refcoco+, refcocog, refclef, with or
+    without a splitBy suffix such as `refcocog_google`)."""
+    return source.startswith(("refcoco", "refclef"))
+
+
+def splits_of_ref(split: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    """The published splits a ref's `split` value belongs to; () when none.
+
+    REFER's `getRefIds` (LISA `utils/refer.py:161-164`) puts a combined test value such as
+    `testAB` into testA and into testB; any other value belongs only to the split it names.
+    """
+    if split in known:
+        return (split,)
+    letters = split[len("test"):] if split.startswith("test") else ""
+    names = tuple(f"test{letter}" for letter in letters)
+    if len(names) >= 2 and len(set(names)) == len(names) and all(name in known for name in names):
+        return names
+    return ()
 
 
 def refs_file(dataset_dir: Path, split_by: str) -> Path:

@@ -15,8 +15,8 @@ from keyseg.metrics.iou import IoUStats
 
 # Row / column order of the published tables; unknown names follow, sorted.
 REASONSEG_SPLITS = ("val", "test")
-REFCOCO_DATASETS = ("refcoco", "refcoco+", "refcocog")
-REFCOCO_SPLITS = ("val", "testA", "testB", "test")
+REFCOCO_DATASETS = ("refcoco", "refcoco+", "refcocog", "refclef")
+REFCOCO_SPLITS = ("val", "testA", "testB", "testC", "test")
 _SUBSETS = ("short", "long")
 _METRIC_KEYS = ("giou", "ciou", "count", "intersection", "union")
 
@@ -95,8 +95,8 @@ def paper_table(metrics: dict[str, dict]) -> str:
 
     - ReasonSeg (sources starting with "reasonseg"): one row per split, columns gIoU and
       cIoU for short query, long query and overall, as in the LISA / KeySeg tables.
-    - refCOCO family (sources starting with "refcoco": refcoco, refcoco+, refcocog): one
-      row per dataset, one column per split (val, testA, testB, test; only splits present
+    - refCOCO family and refCLEF (sources starting with "refcoco" or "refclef"): one
+      row per dataset, one column per split (val, testA, testB, testC, test; only splits present
       in some dataset), cell = cIoU, which is what papers report there. gIoU follows in a
       second table of the same layout rather than in parentheses, so each table can be
       pasted next to a paper's as is.
@@ -108,7 +108,7 @@ def paper_table(metrics: dict[str, dict]) -> str:
         source, _, split = key.partition(":")
         if source.lower().startswith("reasonseg"):
             reasonseg[key] = record
-        elif source.lower().startswith("refcoco"):
+        elif source.lower().startswith(("refcoco", "refclef")):
             refcoco[key] = record
         else:
             other[key] = record

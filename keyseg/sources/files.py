@@ -14,10 +14,10 @@ from pathlib import Path
 
 from keyseg.paths import confined_path
 from keyseg.sources.reasonseg import REASONSEG_ROOT
-from keyseg.sources.refer import COCO_IMAGE_DIR
+from keyseg.sources.refer import COCO_IMAGE_DIR, SAIAPR_IMAGE_DIR
 
 # The deepest folder first: a path under it is confined to it.
-IMAGE_ROOTS = (COCO_IMAGE_DIR.as_posix(), REASONSEG_ROOT.as_posix())
+IMAGE_ROOTS = (COCO_IMAGE_DIR.as_posix(), SAIAPR_IMAGE_DIR.as_posix(), REASONSEG_ROOT.as_posix())
 
 
 def data_file(data_dir: str | os.PathLike, relative: str, source: str | os.PathLike | None = None) -> Path:

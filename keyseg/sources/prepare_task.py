@@ -17,8 +17,10 @@ from keyseg.masks.overlay import overlay_png, overlay_strip, target_overlay
 from keyseg.masks.png import encode_png
 from keyseg.sources.files import data_file
 from keyseg.sources.reasonseg import ReasonSegItem, convert_reasonseg, explanatory_fingerprint
-from keyseg.sources.records import Issue, PreparedImage
+from keyseg.sources.records import Issue, PreparedImage, PreparedTarget
 from keyseg.sources.refer import ReferItem, convert_refer
+from keyseg.sources.semantic import LabelMapImage, label_map_targets
+from keyseg.sources.semseg import convert_label_map, read_label_inputs
 
 # Bump when the masks or records this code writes change, so old outputs are redone.
 PREPARE_FORMAT_VERSION = 2
@@ -27,8 +29,8 @@ PREPARE_FORMAT_VERSION = 2
 @dataclass
 class PrepareTask:
     record_id: str
-    kind: str  # "reasonseg" or "refer"
-    item: ReasonSegItem | ReferItem
+    kind: str  # "reasonseg", "refer" or "semseg"
+    item: ReasonSegItem | ReferItem | LabelMapImage
     explanatory: dict | None
     source: str
     split: str
@@ -40,6 +42,7 @@ class PrepareTask:
     visualize: bool = False
     # The pixel bound of the run: a worker is a separate process and must set it itself.
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    class_names: tuple[str, ...] = ()  # label-map sources: the source's class list
 
 
 @dataclass
@@ -114,6 +117,12 @@ def process_task(task: PrepareTask) -> TaskResult:
 def _read_inputs(task: PrepareTask, data_dir: Path) -> tuple[list[bytes] | None, list[Issue]]:
     """The bytes every output depends on, or the reason they cannot be read."""
     item = task.item
+    if isinstance(item, LabelMapImage):
+        pair, issues = read_label_inputs(item, data_dir)
+        if pair is None:
+            return None, issues
+        # The class list decides every name and mask: part of what the record depends on.
+        return [sha256_bytes("\n".join(task.class_names).encode()).encode(), *pair], []
     if isinstance(item, ReasonSegItem):
         files = [(item.annotation, item.annotation), (item.image, item.image)]
     else:
@@ -169,11 +178,26 @@ def _own_file(out_dir: Path, relative: str, task: PrepareTask) -> bool:
 
 
 def _convert(task: PrepareTask, inputs: list[bytes]) -> PreparedImage:
+    if isinstance(task.item, LabelMapImage):
+        return _convert_label_map(task, *inputs[1:])
     if isinstance(task.item, ReasonSegItem):
         _, annotation_bytes, image_bytes = inputs
         return convert_reasonseg(task.item, annotation_bytes, image_bytes, task.explanatory, task.decode_images)
     _, image_bytes = inputs
     return convert_refer(task.item, image_bytes, task.decode_images)
+
+
+def _convert_label_map(task: PrepareTask, label_bytes: bytes, image_bytes: bytes) -> PreparedImage:
+    """One target per class present: its name, and the pixels of the first label with that
+    name (the reference's lookup, `label_map_targets`)."""
+    item, names = task.item, list(task.class_names)
+    converted, issues = convert_label_map(item, label_bytes, image_bytes, names, task.decode_images)
+    if converted is None:
+        return PreparedImage(item.image, 0, 0, None, issues)
+    present = [semantic_class.label for semantic_class in converted.classes]
+    targets = [PreparedTarget(texts=[name], is_sentence=False, mask=(converted.label_map == label).astype("uint8"))
+               for name, label in label_map_targets(names, present)]
+    return PreparedImage(item.image, converted.width, converted.height, targets, issues)
 
 
 def _write_overlay(task: PrepareTask, prepared: PreparedImage, image_bytes: bytes, split_dir: Path) -> str:

@@ -1,4 +1,4 @@
-"""refCOCO / refCOCO+ / refCOCOg: one record per image and split, one mask per ref."""
+"""refCOCO / refCOCO+ / refCOCOg / refCLEF: one record per image and split, one mask per ref."""
 
 from __future__ import annotations
 
@@ -9,13 +9,22 @@ from pathlib import Path
 
 from keyseg.formats.fields import is_int
 from keyseg.formats.refer import (REFER_DATASETS, CocoInstances, ReferError, check_ref, load_instances, load_refs,
-                                  refs_file)
+                                  refs_file, splits_of_ref)
 from keyseg.images import ImageError, image_info
 from keyseg.masks.coco import SegmentationError, segmentation_to_mask
 from keyseg.sources.records import Issue, PreparedImage, PreparedTarget
 
 REFER_ROOT = Path("refer_seg")
 COCO_IMAGE_DIR = REFER_ROOT / "images" / "mscoco" / "images" / "train2014"
+# refCLEF's images: instances.json's `file_name` is joined to this folder as it is, subfolders
+# included (LISA `utils/refer_seg_dataset.py:76-79`, `utils/refer.py:53-54`).
+SAIAPR_IMAGE_DIR = REFER_ROOT / "images" / "saiapr_tc-12"
+
+
+def refer_image_dir(dataset: str) -> Path:
+    """The folder a dataset's `file_name`s are relative to: saiapr_tc-12 for refCLEF, COCO
+    train2014 for the refCOCO family."""
+    return SAIAPR_IMAGE_DIR if dataset == "refclef" else COCO_IMAGE_DIR
 
 
 @dataclass(frozen=True)
@@ -75,15 +84,20 @@ def group_refer_items(
     issues: dict[str, list[Issue]] = {split: [] for split in splits}
     general = [Issue("error", instances_name, "bad_entry", problem) for problem in instances.problems]
     known_splits = REFER_DATASETS[dataset][split_by]
+    image_dir = refer_image_dir(dataset).as_posix()
     for position, ref in enumerate(refs):
         reason = check_ref(ref)
         split = ref.get("split") if isinstance(ref, dict) else None
-        if not isinstance(split, str) or split not in known_splits:
+        member_of = splits_of_ref(split, known_splits) if isinstance(split, str) else ()
+        if not member_of:
             if reason is None:
                 reason = f"`split` {split!r:.40} is not one of {', '.join(known_splits)}"
             split = None  # unusable: reported once, under no split
-        elif split not in grouped:
-            continue  # a split nobody asked for: not ours to judge
+        else:
+            member_of = tuple(name for name in member_of if name in grouped)
+            if not member_of:
+                continue  # a split nobody asked for: not ours to judge
+            split = member_of[0]  # where a problem with the ref is reported
         if reason is not None:
             name = f"ref {ref['ref_id']}" if isinstance(ref, dict) and is_int(ref.get("ref_id")) else \
                 f"ref at position {position}"
@@ -107,7 +121,8 @@ def group_refer_items(
                       f"ref {ref['ref_id']} points at image {ref['image_id']}, which instances.json lacks")
             )
             continue
-        grouped[split][ref["image_id"]].append(ref)
+        for name in member_of:
+            grouped[name][ref["image_id"]].append(ref)
 
     items: dict[str, list[ReferItem]] = {}
     for split, by_image in grouped.items():
@@ -120,7 +135,7 @@ def group_refer_items(
                     image_id=image_id,
                     # Joined as text: `Path / "/etc/passwd"` would drop the folder. The
                     # worker confines it to the image folder before reading anything.
-                    image=f"{COCO_IMAGE_DIR.as_posix()}/{entry['file_name']}",
+                    image=f"{image_dir}/{entry['file_name']}",
                     height=entry["height"],
                     width=entry["width"],
                     refs=tuple(

@@ -1,7 +1,8 @@
 """Which sources and splits to prepare: `--source` specs and auto-detection.
 
 Spec syntax: `reasonseg[:SPLITS]` or `DATASET[:SPLIT_BY[:SPLITS]]` for the refCOCO
-family, SPLITS a comma-separated list, e.g. `refcoco:unc:train,val`, `refcocog:umd`.
+family and refCLEF, SPLITS a comma-separated list, e.g. `refcoco:unc:train,val`,
+`refcocog:umd`, `refclef:berkeley:test`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ class SourceSplit:
 
     family: str  # "reasonseg" or "refer"
     split: str
-    dataset: str = "reasonseg"  # refcoco, refcoco+, refcocog for the refer family
+    dataset: str = "reasonseg"  # refcoco, refcoco+, refcocog, refclef for the refer family
     split_by: str | None = None
 
     @property
     def source(self) -> str:
-        """Output name: the dataset, plus the splitBy when it is not the usual one."""
+        """Output name: the dataset, plus the splitBy when it is not the usual one
+        (`refclef` for unc, `refclef_berkeley`)."""
         if self.family == "reasonseg" or self.split_by == DEFAULT_SPLIT_BY[self.dataset]:
             return self.dataset
         return f"{self.dataset}_{self.split_by}"

@@ -20,11 +20,25 @@ from keyseg.model.config import KeySegConfig
 CONFIG_DIR = Path(__file__).parent / "configs"
 MODEL_PRESETS = ("tiny", "lisa-7b", "keyseg-7b")
 
+MIXTURE_KINDS = ("sem_seg", "refer_seg", "vqa", "reason_seg")
+"""LISA's four kinds of training sample, in its order (dvlab-research/LISA train_ds.py:48)."""
+SOURCE_KINDS = {
+    "ade20k": "sem_seg", "cocostuff": "sem_seg", "pascal_part": "sem_seg", "paco_lvis": "sem_seg",
+    "mapillary": "sem_seg", "refclef": "refer_seg", "refcoco": "refer_seg", "refcoco+": "refer_seg",
+    "refcocog": "refer_seg", "llava_instruct_150k": "vqa", "reasonseg": "reason_seg",
+}
+"""The kind a shard split's source belongs to (to show a plain `data.train` list as a mixture)."""
+
 
 @dataclass
 class DataConfig:
     train: list = field(default_factory=lambda: [{"split": "refcoco:train", "weight": 9.0},
                                                  {"split": "reasonseg:train", "weight": 3.0}])  # SOURCE:SPLIT + weight
+    # LISA's two-level mixture, when set: {kind: {rate, datasets: [{split, weight}]}} with kinds
+    # from MIXTURE_KINDS. A kind is drawn by rate, then a dataset within it by weight (the
+    # reference draws kinds with its sample rates, then datasets uniformly). `train` is then
+    # derived from it (`mixture_train`); rate 0 leaves a kind out. Empty: `train` as given.
+    mixture: dict = field(default_factory=dict)
     val: str | None = "reasonseg:val"  # validated every epoch; None: no validation
     num_queries: int = 3  # queries per image
     # ReasonSeg train, images with a keyword entry: probability of asking the bare query text
@@ -80,7 +94,8 @@ class InitConfig:
 class TrainConfig:
     model: dict = field(default_factory=dict)  # KeySegConfig fields (keyseg.model.config)
     # The architecture whose KeySegConfig defaults `model` overrides: "tiny" or "lisa-7b"
-    # (LISA-7B-v1, which both 7B presets start from; "keyseg-7b" is accepted as its old name).
+    # (LISA-7B's: LLaMA-7B, CLIP ViT-L/14, SAM ViT-H; every 7B preset, the lisa-7b config
+    # included; "keyseg-7b" is accepted as its old name).
     model_preset: str = "tiny"
     init: InitConfig = field(default_factory=InitConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -121,6 +136,17 @@ def _apply(config, key: str, value, full_key: str):
     if head not in names:
         raise ConfigError(f"unknown config key {full_key!r}; valid keys: {', '.join(_valid_keys(TrainConfig))}")
     current = getattr(config, head)
+    if rest and isinstance(config, DataConfig) and head == "mixture":
+        # data.mixture.sem_seg.rate=0: a path through the nested mapping (kinds have no dots)
+        if current is None:
+            current = config.mixture = {}
+        *parents, last = rest.split(".")
+        for part in parents:
+            current = current.setdefault(part, {})
+            if not isinstance(current, dict):
+                raise ConfigError(f"{full_key!r}: {part} has no sub-keys")
+        current[last] = value
+        return
     if rest:
         if isinstance(current, dict):  # model.<field>: checked against KeySegConfig when the model is built
             current[rest] = _coerce_model_field(rest, value, full_key) if head == "model" else value
@@ -197,8 +223,90 @@ def load_train_config(name_or_file: str, overrides: list[str] | None = None) -> 
         if not sep:
             raise ConfigError(f"override {override!r} must look like key=value")
         _apply(config, key.strip(), _parse_yaml(raw, f"override {override!r}"), key.strip())
+    _derive_train_from_mixture(config.data)
     check_train_config(config)
     return config
+
+
+def _derive_train_from_mixture(data: DataConfig) -> None:
+    """With a mixture, `data.train` is what the loader reads: derived, never given as well."""
+    if not data.mixture:
+        return
+    _check_mixture(data.mixture)
+    derived = mixture_train(data.mixture)
+    if data.train not in (DataConfig().train, derived):
+        raise ConfigError("data.train and data.mixture are both set: with a mixture, data.train is derived from "
+                          "it; give one (data.mixture={} to train from data.train)")
+    data.train = derived
+
+
+def _check_mixture(mixture) -> None:
+    expected = (f"a mapping of kinds ({', '.join(MIXTURE_KINDS)}) to {{rate: number >= 0, datasets: non-empty "
+                "list of {split: SOURCE:SPLIT, weight: number > 0}}, at least one rate > 0")
+    ok = isinstance(mixture, dict) and all(kind in MIXTURE_KINDS for kind in mixture)
+    for kind, part in (mixture.items() if ok else []):
+        ok = ok and isinstance(part, dict) and set(part) <= {"rate", "datasets"} and _is_number(part.get("rate")) \
+            and part["rate"] >= 0 and _is_split_list(part.get("datasets"))
+    ok = ok and any(part["rate"] > 0 for part in mixture.values())
+    _require(ok, "data.mixture", mixture, expected)
+
+
+def mixture_train(mixture: dict) -> list[dict]:
+    """The loader's flat {split, weight} list for a mixture: a dataset's weight is its kind's
+    rate times its share of the kind's weights, so the samples it gets are the same."""
+    train = []
+    for kind in MIXTURE_KINDS:
+        part = mixture.get(kind)
+        if not part or part["rate"] == 0:
+            continue
+        total = sum(float(item.get("weight", 1.0)) for item in part["datasets"])
+        train += [{"split": item["split"], "weight": float(part["rate"]) * float(item.get("weight", 1.0)) / total}
+                  for item in part["datasets"]]
+    return train
+
+
+@dataclass
+class MixtureRow:
+    """One dataset of the training mixture, as `--dry-run` prints it."""
+
+    kind: str
+    rate: float  # the kind's sample rate (relative to the other kinds')
+    split: str
+    weight: float  # within the kind
+    share: float  # fraction of all training samples drawn from this dataset
+
+
+def mixture_rows(data: DataConfig) -> list[MixtureRow]:
+    """The mixture by kind. A plain `data.train` list is grouped by its sources' kinds
+    (SOURCE_KINDS; "other" for a source it does not name), a kind's rate being the sum of
+    its splits' weights: the same draws."""
+    if data.mixture:
+        parts = {kind: (float(part["rate"]), [(item["split"], float(item.get("weight", 1.0)))
+                                              for item in part["datasets"]])
+                 for kind, part in data.mixture.items()}
+    else:
+        parts = {}
+        for item in data.train:
+            kind = SOURCE_KINDS.get(item["split"].partition(":")[0], "other")
+            parts.setdefault(kind, (0.0, []))[1].append((item["split"], float(item.get("weight", 1.0))))
+        parts = {kind: (sum(weight for _, weight in items), items) for kind, (_, items) in parts.items()}
+    total_rate = sum(rate for rate, _ in parts.values())
+    order = [kind for kind in (*MIXTURE_KINDS, "other") if kind in parts]
+    rows = []
+    for kind in order:
+        rate, items = parts[kind]
+        total = sum(weight for _, weight in items)
+        rows += [MixtureRow(kind, rate, split, weight, rate / total_rate * weight / total) for split, weight in items]
+    return rows
+
+
+def missing_mixture_splits(data: DataConfig, available) -> dict[str, list[str]]:
+    """Training splits (by kind) that a shard set with splits `available` does not hold."""
+    missing: dict[str, list[str]] = {}
+    for row in mixture_rows(data):
+        if row.split not in available and not (data.mixture and row.rate == 0):
+            missing.setdefault(row.kind, []).append(row.split)
+    return missing
 
 
 def _require(condition: bool, key: str, value, expected: str) -> None:
@@ -208,6 +316,12 @@ def _require(condition: bool, key: str, value, expected: str) -> None:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
+
+
+def _is_split_list(items) -> bool:
+    return isinstance(items, list) and bool(items) and all(
+        isinstance(item, dict) and isinstance(item.get("split"), str) and ":" in item["split"]
+        and _is_number(item.get("weight", 1.0)) and item.get("weight", 1.0) > 0 for item in items)
 
 
 def check_train_config(config: TrainConfig) -> None:
@@ -235,11 +349,10 @@ def check_train_config(config: TrainConfig) -> None:
              "optim.lr_scales", optim.lr_scales, "a mapping of parameter-name prefixes to numbers >= 0")
     _require(_is_number(data.explanatory) and 0 <= data.explanatory <= 1, "data.explanatory", data.explanatory,
              "a probability in [0, 1]")
-    _require(isinstance(data.train, list) and bool(data.train)
-             and all(isinstance(item, dict) and isinstance(item.get("split"), str) and ":" in item["split"]
-                     and _is_number(item.get("weight", 1.0)) and item.get("weight", 1.0) > 0
-                     for item in data.train),
-             "data.train", data.train, "a non-empty list of {split: SOURCE:SPLIT, weight: number > 0}")
+    _require(_is_split_list(data.train), "data.train", data.train,
+             "a non-empty list of {split: SOURCE:SPLIT, weight: number > 0}")
+    if data.mixture:
+        _check_mixture(data.mixture)
     _require(data.val is None or (isinstance(data.val, str) and ":" in data.val), "data.val", data.val,
              "SOURCE:SPLIT or null")
     _require(config.zero_stage in (0, 1, 2, 3) and not isinstance(config.zero_stage, bool), "zero_stage",

@@ -61,3 +61,45 @@ def test_free_disk_is_a_note_never_a_missing_item():
     found = checks(Recipe())
     disk = next(check for check in found if check.what.startswith("free disk"))
     assert not disk.required and not disk.missing
+
+
+def test_the_lisa_recipe_needs_llava_sam_and_every_dataset_of_lisas_mixture_but_no_lisa_checkpoint():
+    found = {check.what: check for check in checks(Recipe(recipe="lisa"))}
+    for what in ("ADE20K (sem_seg)", "COCO-Stuff (sem_seg)", "PASCAL-Part (sem_seg)", "PACO-LVIS (sem_seg)",
+                 "Mapillary Vistas (sem_seg)", "refCLEF (refer_seg)", "refcoco refs + instances",
+                 "LLaVA-Instruct-150k (vqa)", "ReasonSeg train", "LLAVA_DIR weights", "LLAVA_DIR tokenizer",
+                 "CLIP_DIR (clip-vit-large-patch14)", "SAM_CKPT (sam_vit_h_4b8939.pth)"):
+        assert found[what].missing, what
+    assert "LLAVA_DIR not set" in found["LLAVA_DIR weights"].detail
+    assert "recipe lisa" in found["SAM_CKPT (sam_vit_h_4b8939.pth)"].detail
+    assert "LISA_CKPT weights" not in found  # LISA is what this recipe makes
+    assert not any(what.startswith(("LLM", "published keyword")) for what in found)  # LISA has no keywords
+    both = {check.what for check in checks(Recipe(recipe="lisa+keyseg", preset="keyseg-7b"))}
+    assert {"LLAVA_DIR weights", "ADE20K (sem_seg)", "published keyword file (no LLM set)",
+            "SAM_CKPT (sam_vit_h_4b8939.pth)"} <= both and "LISA_CKPT weights" not in both
+    keyseg = {check.what for check in checks(Recipe())}
+    assert "LISA_CKPT weights" in keyseg and not keyseg & {"LLAVA_DIR weights", "ADE20K (sem_seg)"}
+
+
+def test_a_lisa_data_dir_names_exactly_the_missing_files(tmp_path):
+    (tmp_path / "ade20k" / "images" / "training").mkdir(parents=True)
+    (tmp_path / "ade20k" / "images" / "training" / "a.jpg").write_bytes(b"")
+    (tmp_path / "llava_dataset").mkdir()
+    (tmp_path / "llava_dataset" / "llava_instruct_150k.json").write_text("[]")
+    (tmp_path / "coco" / "train2017").mkdir(parents=True)
+    (tmp_path / "coco" / "train2017" / "b.jpg").write_bytes(b"")
+    found = {check.what: check for check in checks(Recipe(recipe="lisa", data_dir=str(tmp_path)))}
+    assert found["ADE20K (sem_seg)"].detail.endswith("missing ade20k/annotations/training/*.png")
+    assert found["LLaVA-Instruct-150k (vqa)"].ok
+    assert "missing vlpart/paco/annotations/paco_lvis_v1_train.json" in found["PACO-LVIS (sem_seg)"].detail
+
+
+def test_the_recipe_is_passed_as_the_makefile_passes_it():
+    result = CliRunner().invoke(app, ["reproduce-check", "--data-dir", "", "--lisa-ckpt", "", "--clip-dir", "",
+                                      "--sam-ckpt", "", "--gpus", "0", "--llm-base-url", "", "--llm-model", "",
+                                      "--preset", "keyseg-7b-release", "--recipe", "lisa", "--llava-dir", ""],
+                                env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    assert "LLAVA_DIR not set" in result.output and "Mapillary Vistas (sem_seg)" in result.output
+    unknown = CliRunner().invoke(app, ["reproduce-check", "--recipe", "llava"], env={"COLUMNS": "300"})
+    assert unknown.exit_code == 1 and "'llava' is not one of keyseg, lisa, lisa+keyseg" in unknown.output

@@ -6,7 +6,8 @@ import struct
 
 import pytest
 
-from keyseg.formats.refer import ReferError, UnsafePickleError, check_ref, load_instances, load_refs
+from keyseg.formats.refer import (DEFAULT_SPLIT_BY, REFER_DATASETS, ReferError, UnsafePickleError, check_ref,
+                                  load_instances, load_refs, splits_of_ref)
 
 REF = {"ref_id": 1, "ann_id": 10, "image_id": 100, "split": "train", "category_id": 1,
        "file_name": "COCO_train2014_000000000100_10.jpg", "sent_ids": [7],
@@ -118,3 +119,23 @@ def test_each_image_entry_is_checked_on_its_own():
 def test_unusable_instances_files(data, reason):
     with pytest.raises(ReferError, match=reason):
         load_instances(data)
+
+
+def test_refclef_split_bys_and_splits_as_refer_publishes_them():
+    assert REFER_DATASETS["refclef"] == {"unc": ("train", "val", "testA", "testB", "testC"),
+                                         "berkeley": ("train", "val", "test")}
+    assert DEFAULT_SPLIT_BY["refclef"] == "unc"  # LISA utils/refer_seg_dataset.py:57-60: unc but for refcocog
+
+
+@pytest.mark.parametrize("split,expected", [
+    ("testC", ("testC",)), ("train", ("train",)), ("testAB", ("testA", "testB")), ("testCA", ("testC", "testA")),
+    ("testAA", ()), ("testD", ()), ("testAD", ()), ("test", ()), ("Train", ()), ("", ()),
+])
+def test_a_ref_belongs_to_its_split_or_to_each_split_of_a_combined_test_value(split, expected):
+    assert splits_of_ref(split, REFER_DATASETS["refclef"]["unc"]) == expected
+
+
+def test_combined_values_need_every_named_split():
+    assert splits_of_ref("testAB", REFER_DATASETS["refcoco"]["unc"]) == ("testA", "testB")
+    assert splits_of_ref("testBC", REFER_DATASETS["refcoco"]["unc"]) == ()
+    assert splits_of_ref("testA", REFER_DATASETS["refclef"]["berkeley"]) == ()

@@ -126,3 +126,132 @@ def test_init_fresh_names_known_modules():
         load_train_config("keyseg-7b-release", ["init.fresh=[text_fcs]"])
     assert load_train_config("keyseg-7b", ["init.fresh=[text_hidden_fcs, keyword_fusion]"]).init.fresh == [
         "text_hidden_fcs", "keyword_fusion"]
+
+
+# ----------------------------------------------------------------------------- lisa-7b and data mixtures
+
+LISA_TRAINABLE = 288_259_556
+"""What dvlab-research/LISA train_ds.py trains from a LLaVA-v1 folder at vocabulary 32004
+(LLaVA's 32003 tokens + [SEG]): embed_tokens + lm_head (2 x 32004 x 4096), SAM's mask
+decoder, text_hidden_fcs and LoRA r 8 on the LM's q/v; its name search for LoRA targets
+meets nothing else (SAM is `visual_model`, excluded). Counted on the meta device with
+LISA's own model classes and train_ds.py:158-228 (docs/presets.md)."""
+
+
+def test_lisa_count_is_the_sum_of_what_lisa_trains():
+    assert 2 * 32004 * 4096 + 4_058_340 + (4096 * 4096 + 4096 + 4096 * 256 + 256) \
+        + 32 * 2 * 8 * (4096 + 4096) == LISA_TRAINABLE
+    assert RELEASE_TRAINABLE - LISA_TRAINABLE == 2 * 4096 + 2 * 8 * (256 + 256)  # [KEY]'s rows + fusion adapters
+
+
+def test_lisa_preset_has_train_ds_defaults():
+    config = load_train_config("lisa-7b")
+    flat = _flatten(config.to_dict())
+    # dvlab-research/LISA train_ds.py:39-98, 268-304
+    for key, value in {"model.fusion": "none", "model.ce_weight": 1.0, "model.dice_weight": 0.5,
+                       "model.bce_weight": 2.0, "model.key_weight": 0.0, "model.lora_r": 8, "model.lora_alpha": 16,
+                       "model.lora_dropout": 0.05, "model.lora_targets": ["q_proj", "v_proj"],
+                       "model.lora_fusion": False, "model.train_fusion": False,
+                       "model.train_embedding_table_proj": False, "model.train_mask_decoder": True,
+                       "model.train_text_hidden_fcs": True, "model.train_lm_head": True,
+                       "model.train_embed_tokens": True, "model.gradient_checkpointing": True, "optim.lr": 3e-4,
+                       "optim.betas": [0.9, 0.95], "optim.weight_decay": 0.0, "optim.epochs": 10,
+                       "optim.steps_per_epoch": 500, "optim.micro_batch": 2, "optim.grad_accum": 10,
+                       "optim.warmup_steps": 100, "optim.grad_clip": 1.0, "data.explanatory": 0.1,
+                       "data.max_length": 512, "data.num_queries": 3, "data.val": "reasonseg:val",
+                       "data.val_batch_size": 1, "data.workers": 4, "zero_stage": 2, "precision": "bf16",
+                       "patience": 0}.items():
+        assert flat[key] == value, key
+    mixture = config.data.mixture
+    assert {kind: part["rate"] for kind, part in mixture.items()} == {"sem_seg": 9, "refer_seg": 3, "vqa": 3,
+                                                                       "reason_seg": 1}
+    assert [item["split"] for item in mixture["sem_seg"]["datasets"]] == [
+        "ade20k:train", "cocostuff:train", "pascal_part:train", "paco_lvis:train", "mapillary:train"]
+    assert [item["split"] for item in mixture["refer_seg"]["datasets"]] == [
+        "refclef:train", "refcoco:train", "refcoco+:train", "refcocog:train"]
+    # the loader's flat list: a dataset's weight is its kind's rate shared uniformly within the kind
+    weights = {item["split"]: item["weight"] for item in config.data.train}
+    assert weights["ade20k:train"] == 9 / 5 and weights["refcoco:train"] == 3 / 4
+    assert weights["llava_instruct_150k:train"] == 3 and weights["reasonseg:train"] == 1
+    assert "## `lisa-7b`" in (Path(__file__).parents[3] / "docs" / "presets.md").read_text()
+
+
+def test_a_mixture_kind_can_be_left_out_by_rate():
+    config = load_train_config("lisa-7b", ["data.mixture.sem_seg.rate=0", "data.mixture.vqa.rate=0"])
+    assert [item["split"] for item in config.data.train] == [
+        "refclef:train", "refcoco:train", "refcoco+:train", "refcocog:train", "reasonseg:train"]
+    assert sum(item["weight"] for item in config.data.train) == 4.0
+
+
+def test_a_plain_train_list_still_works_and_shows_as_a_mixture_by_kind():
+    from keyseg.training.config import mixture_rows
+
+    config = load_train_config("keyseg-7b-release")
+    assert config.data.mixture == {}
+    rows = mixture_rows(config.data)
+    assert [(row.kind, row.rate, row.split) for row in rows] == [
+        ("refer_seg", 9.0, "refcoco:train"), ("refer_seg", 9.0, "refcoco+:train"), ("refer_seg", 9.0, "refcocog:train"),
+        ("reason_seg", 3.0, "reasonseg:train")]
+    assert [row.share for row in rows] == [0.25, 0.25, 0.25, 0.25]
+    # a train list given in place of the preset's mixture, once the mixture is cleared
+    swapped = load_train_config("lisa-7b", ["data.mixture={}", "data.train=[{split: 'reasonseg:train'}]"])
+    assert swapped.data.train == [{"split": "reasonseg:train"}]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.train=[{split: 'reasonseg:train'}]", "data.train and data.mixture are both set"),
+    ("data.mixture.detection={rate: 1, datasets: [{split: 'coco:train'}]}", "data.mixture"),
+    ("data.mixture.vqa.rate=-1", "data.mixture"),
+    ("data.mixture.vqa.datasets=[]", "data.mixture"),
+    ("data.mixture.vqa.datasets=[{split: llava}]", "data.mixture"),
+    ("data.mixture.reason_seg.weight=2", "data.mixture"),
+])
+def test_a_mixture_no_run_can_use_is_refused(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_train_config("lisa-7b", [override])
+
+
+def test_a_mixture_with_every_rate_zero_is_refused():
+    zeros = [f"data.mixture.{kind}.rate=0" for kind in ("sem_seg", "refer_seg", "vqa", "reason_seg")]
+    with pytest.raises(ConfigError, match="data.mixture"):
+        load_train_config("lisa-7b", zeros)
+
+
+def test_dry_run_of_lisa_7b_prints_the_reference_count_and_the_mixture():
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["train", "--config", "lisa-7b", "--dry-run"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert f"trainable parameters: {LISA_TRAINABLE:,} (vocabulary 32,004)" in result.output
+    table = result.output[result.output.index("training mixture"):]
+    lines = {line.split("│")[1].strip() or line.split("│")[4].strip(): [cell.strip() for cell in line.split("│")[1:-1]]
+             for line in table.splitlines() if line.count("│") == 7}
+    assert lines["sem_seg"] == ["sem_seg", "9", "56.25%", "ade20k:train", "1", "11.25%"]
+    assert lines["refer_seg"] == ["refer_seg", "3", "18.75%", "refclef:train", "1", "4.69%"]
+    assert lines["mapillary:train"][3:] == ["mapillary:train", "1", "11.25%"]
+    assert lines["vqa"] == ["vqa", "3", "18.75%", "llava_instruct_150k:train", "1", "18.75%"]
+    assert lines["reason_seg"] == ["reason_seg", "1", "6.25%", "reasonseg:train", "1", "6.25%"]
+
+
+def test_a_run_whose_mixture_has_no_shards_stops_before_training(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "index.json").write_text(json.dumps({"splits": {
+        name: {"shards": []} for name in ("reasonseg:train", "reasonseg:val", "refcoco:train", "refcoco+:train",
+                                          "refcocog:train")}}))
+    result = CliRunner().invoke(app, ["train", "--config", "lisa-7b", "--shards", str(shards), "--out",
+                                      str(tmp_path / "out")], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert "sem_seg: ade20k:train, cocostuff:train, pascal_part:train, paco_lvis:train, mapillary:train" in output
+    assert "refer_seg: refclef:train" in output and "vqa: llava_instruct_150k:train" in output
+    assert "data.mixture.<kind>.rate=0" in output and "Traceback" not in output
+    assert not (tmp_path / "out").exists()
