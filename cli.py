@@ -97,13 +97,18 @@ def demo_data(
     images: int = typer.Option(48, min=8, help="ReasonSeg images in total (train/val/test 50/25/25); refCOCO gets as many."),
     width: int = typer.Option(320, min=64, help="Image width in pixels (as displayed, after EXIF orientation)."),
     height: int = typer.Option(240, min=64, help="Image height in pixels."),
+    source: Optional[list[str]] = typer.Option(
+        None, "--source",
+        help="A source to write, repeatable: reasonseg, refcoco, refclef, ade20k, cocostuff, mapillary, paco_lvis, "
+             "pascal_part, llava_instruct_150k. Default: reasonseg and refcoco."),
     progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
-    """Write a small synthetic data set in the native ReasonSeg and refCOCO layouts."""
+    """Write a small synthetic data set in the native layouts of the chosen sources (with their awkward cases)."""
     from pipelines import demo_data as stage
 
+    sources = tuple(source) if source else stage.DEFAULT_SOURCES
     _run_stage(stage, stage.DemoDataConfig(out=out, seed=seed, images=images, width=width, height=height,
-                                           show_progress=progress), quiet)
+                                           sources=sources, show_progress=progress), quiet)
 
 
 @app.command()

@@ -71,7 +71,8 @@ def test_layout(outs):
     imgs = list((root / "refer_seg" / "images" / "mscoco" / "images" / "train2014").glob("COCO_train2014_*.jpg"))
     assert len(imgs) == N_IMAGES
     cfg = json.loads((root / "demo_data_config.json").read_text())
-    assert cfg == {"out": str(root), "seed": 0, "images": N_IMAGES, "width": W, "height": H}
+    assert cfg == {"out": str(root), "seed": 0, "images": N_IMAGES, "width": W, "height": H,
+                   "sources": ["reasonseg", "refcoco"]}
     assert outs["summary"]["reason_seg"]["splits"] == {"train": 8, "val": 4, "test": 4}
     assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
 
@@ -236,3 +237,25 @@ def test_rerun_prunes_stale_files(tmp_path):
 def test_invalid_config(tmp_path, kwargs):
     with pytest.raises(ValueError):
         run(DemoDataConfig(out=tmp_path, **kwargs))
+
+
+def test_every_source_of_the_mixture_can_be_written_deterministically(tmp_path):
+    from pipelines.demo_data import WRITERS
+
+    sources = tuple(WRITERS)
+    first = run(DemoDataConfig(out=tmp_path / "a", images=6, width=64, height=48, sources=sources)).summary
+    run(DemoDataConfig(out=tmp_path / "b", images=6, width=64, height=48, sources=tuple(reversed(sources))))
+    assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")  # the order asked for does not matter
+    assert set(first) == {"out", "config", "reason_seg", *sources[1:]}
+    for folder in ("reason_seg", "refer_seg/refclef", "ade20k", "cocostuff", "mapillary", "vlpart/paco",
+                   "vlpart/pascal_part", "llava_dataset"):
+        assert (tmp_path / "a" / folder).is_dir(), folder
+
+
+def test_an_unknown_source_is_a_usage_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["demo-data", "--out", str(tmp_path), "--source", "kitti"])
+    assert result.exit_code == 2 and "kitti" in result.output and not any(tmp_path.iterdir())
