@@ -81,6 +81,7 @@ clean-demo:
 
 bench: setup
 	$(BIN)/python benchmarks/bench_prepare.py
+	$(BIN)/python benchmarks/bench_semseg.py
 	$(BIN)/python benchmarks/bench_keywords.py
 	$(BIN)/python benchmarks/bench_loader.py
 

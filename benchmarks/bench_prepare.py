@@ -99,8 +99,8 @@ def main() -> None:
             key = Path(record["image"]).stem + "|" + split
             mismatches += digest(mask) != expected[key]
             produced += 1
-    if result.errors or produced != len(pairs) or mismatches:
-        print(f"OUTPUT DIFFERS: {produced} of {len(pairs)} masks, {mismatches} mismatches, {result.errors} errors")
+    if result.failed or produced != len(pairs) or mismatches:
+        print(f"OUTPUT DIFFERS: {produced} of {len(pairs)} masks, {mismatches} mismatches, {result.failed} failed")
         sys.exit(1)
 
     baseline_rate, prepare_rate = len(pairs) / baseline_seconds, len(pairs) / prepare_seconds
