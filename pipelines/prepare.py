@@ -1,4 +1,9 @@
-"""`keyseg prepare`: raw ReasonSeg / refCOCO annotations -> manifests + target/ignore masks.
+"""`keyseg prepare`: raw annotations -> manifests + target/ignore masks.
+
+Sources: ReasonSeg, the refCOCO family and refCLEF, and the rest of LISA's training
+mixture: label maps (ADE20K, COCO-Stuff, Mapillary: one target per class present), parts
+(PACO-LVIS, PASCAL-Part: one target per annotation) and VQA (LLaVA-Instruct-150k: no
+targets, the record's `conversations`).
 
 Output folder layout (all paths in manifests are relative):
 
@@ -24,16 +29,23 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from keyseg.errors import DataError
 from keyseg.formats.manifest import check_record
 from keyseg.formats.refer import ReferError
 from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, image_pixel_bound
 from keyseg.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from keyseg.runner import StageResult, print_problems, progress_bar, summary_table, worker_count, worker_pool
 from keyseg.sources.reasonseg import EXPLANATORY_FILE, discover_reasonseg, load_explanatory
+from keyseg.sources.parts import PART_SOURCES, PartsError, load_part_source
 from keyseg.sources.records import Issue, record_id
 from keyseg.sources.refer import group_refer_items, load_refer_dataset
+from keyseg.sources.semseg import ADE20K_IMAGES, COCOSTUFF_LABELS, MAPILLARY_CONFIG, MAPILLARY_LABELS, class_names, \
+    find_label_maps
 from keyseg.sources.specs import SourceSplit, resolve_sources
-from keyseg.sources.prepare_task import PrepareTask, TaskResult, process_task
+from keyseg.sources.prepare_task import PrepareTask, TaskResult, VQAItem, process_task
+
+# The folder a label-map source lists: asked for and absent is one error row.
+LABEL_MAP_FOLDERS = {"ade20k": ADE20K_IMAGES, "cocostuff": COCOSTUFF_LABELS, "mapillary": MAPILLARY_LABELS}
 
 MANIFEST = "manifest.jsonl"
 JOURNAL = "manifest.partial.jsonl"
@@ -41,7 +53,7 @@ JOURNAL = "manifest.partial.jsonl"
 
 @dataclass
 class PrepareConfig:
-    data_dir: Path  # folder holding reason_seg/ and/or refer_seg/
+    data_dir: Path  # folder holding the native layouts (reason_seg/, refer_seg/, ade20k/, coco/, vlpart/...)
     out: Path  # prepared output folder
     sources: list[str] = field(default_factory=list)  # --source specs; empty: all detected
     workers: int = 0  # 0: one per core
@@ -81,7 +93,8 @@ def _run(config: PrepareConfig, console: Console) -> PrepareResult:
         raise FileNotFoundError(f"{data_dir}: data folder not found")
     splits = resolve_sources(data_dir, config.sources)
     if not splits:
-        raise FileNotFoundError(f"{data_dir}: no reason_seg/ReasonSeg/<split> folder and no refer_seg refs file found")
+        raise FileNotFoundError(f"{data_dir}: no reason_seg/ReasonSeg/<split> folder, no refer_seg refs file and no "
+                                "other source of the LISA mixture found (docs/sources.md lists the layouts)")
     workers = worker_count(config.workers)
     out.mkdir(parents=True, exist_ok=True)
     used = {**asdict(config), "data_dir": str(data_dir), "out": str(out), "workers": workers,
@@ -122,7 +135,14 @@ def _plan_tasks(
                       strict=config.strict, decode_images=config.decode_images,
                       max_image_pixels=config.max_image_pixels)
         tasks: list[PrepareTask] = []
-        if split.family == "reasonseg":
+        if split.family in MIXTURE_PLANNERS:
+            found, found_issues = MIXTURE_PLANNERS[split.family](data_dir, split)
+            issues += found_issues
+            for name, kind, item, extra in found:
+                rid = record_id(split.source, split.split, name)
+                tasks.append(PrepareTask(record_id=rid, kind=kind, item=item, explanatory=None,
+                                         previous=previous.get(rid), **extra, **common))
+        elif split.family == "reasonseg":
             if split.split == "train":
                 issues += explanatory_issues
             items, discover_issues = discover_reasonseg(data_dir, split.split)
@@ -154,10 +174,55 @@ def _plan_tasks(
                     rid = record_id(split.source, split.split, str(item.image_id))
                     tasks.append(PrepareTask(record_id=rid, kind="refer", item=item, explanatory=None,
                                              previous=previous.get(rid), **common))
-        for task in tasks[: config.visualize]:
+        for task in [task for task in tasks if task.kind != "vqa"][: config.visualize]:  # VQA has no masks to draw
             task.visualize = True
         planned[split] = (tasks, issues)
     return planned
+
+
+# A planner lists a split's items: (name for the record id, task kind, item, extra task
+# fields) and the issues found while listing.
+PlannedItems = tuple[list[tuple[str, str, object, dict]], list[Issue]]
+
+
+def _plan_label_maps(data_dir: Path, split: SourceSplit) -> PlannedItems:
+    items, issues = find_label_maps(split.dataset, data_dir)
+    if not items and not issues and not (data_dir / LABEL_MAP_FOLDERS[split.dataset]).is_dir():
+        return [], [Issue("error", LABEL_MAP_FOLDERS[split.dataset], "missing_folder", "folder not found")]
+    if not items:
+        return [], issues
+    try:
+        names = tuple(class_names(split.dataset, data_dir))
+    except DataError as error:  # Mapillary's config, changed since it was listed
+        return [], [*issues, Issue("error", MAPILLARY_CONFIG, "bad_class_list", error.reason)]
+    return [(item.id, "semseg", item, {"class_names": names}) for item in items], issues
+
+
+def _plan_parts(data_dir: Path, split: SourceSplit) -> PlannedItems:
+    try:
+        dataset = load_part_source(data_dir, PART_SOURCES[split.dataset])
+    except PartsError as error:
+        file, _, reason = str(error).partition(": ")
+        return [], [Issue("error", file, "bad_part_file", reason)]
+    return [(str(item.image_id), "parts", item, {}) for item in dataset.items], dataset.issues
+
+
+def _plan_vqa(data_dir: Path, split: SourceSplit) -> PlannedItems:
+    # Imported here: the reader shares the tokenizer side's conversation rules (and torch).
+    from keyseg.sources.llava import llava_file, read_llava_instruct
+
+    # Images are checked by the workers (missing, unreadable, header, size), as everywhere.
+    records, issues = read_llava_instruct(data_dir, split.dataset, check_images=False)
+    file = llava_file(data_dir, split.dataset).relative_to(data_dir).as_posix()
+    # Ids repeat (one image, several conversations): the record id is the file position,
+    # zero-padded (the real file has about 158k records) so the manifest keeps file order.
+    planned = [(f"{record.index:06d}", "vqa",
+                VQAItem(record.index, record.id, record.image, record.conversations, file), {})
+               for record in records]
+    return planned, issues
+
+
+MIXTURE_PLANNERS = {"semseg": _plan_label_maps, "parts": _plan_parts, "vqa": _plan_vqa}
 
 
 def _explanatory(data_dir: Path) -> tuple[dict[str, dict], list[Issue]]:

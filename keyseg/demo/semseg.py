@@ -54,7 +54,9 @@ COCOSTUFF_STUFF = (105, 123, 148, 156, 168)  # clouds, grass, road, sky, tree
 COCOSTUFF_THINGS = (0, 2, 16, 17, 61)  # person, car, bird, cat, chair
 COCOSTUFF_DASH = (95, 114, 170)  # building-other, floor-other, wall-brick
 COCOSTUFF_UNUSED = (11, 25)  # street sign, hat
-COCOSTUFF_IMAGE_OFFSET = 700000  # demo COCO ids, clear of other demo users of coco/train2017
+# Demo COCO ids share coco/train2017: COCO-Stuff 700000+, PACO-LVIS 800000+, LLaVA 900000+.
+COCOSTUFF_IMAGE_OFFSET = 700000
+COCOSTUFF_IMAGE_END = 800000
 
 # A small config_v2.0.json: same keys as the real one, mixed-case `readable`.
 MAPILLARY_LABELS: tuple[tuple[str, str, tuple[int, int, int]], ...] = (
@@ -212,7 +214,7 @@ def _remove_stale_range(images_dir: Path, keep: set[str]) -> None:
     if images_dir.is_dir():
         for path in sorted(images_dir.iterdir()):
             if (COCOSTUFF_NAME.match(path.name) and path.suffix == ".jpg" and path.name not in keep
-                    and int(path.name[:12]) >= COCOSTUFF_IMAGE_OFFSET):
+                    and COCOSTUFF_IMAGE_OFFSET <= int(path.name[:12]) < COCOSTUFF_IMAGE_END):
                 path.unlink()
 
 

@@ -2,6 +2,10 @@
 
 A manifest can be edited or replaced by hand, so a reader checks every record against
 this schema before using it: one bad line is an error for that line, not a crash.
+
+A record has masks (`targets`, one or more) or is a conversation (VQA: `targets` is
+empty and `conversations` holds the turns, user first, alternating, ending with the
+assistant); `conversations` is absent or null on a record with targets.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 from keyseg.formats.fields import is_int, is_text, is_text_list, type_name
 from keyseg.images import ImageError, check_image_size
 from keyseg.paths import is_plain_name
+
+VQA_SPEAKERS = ("human", "gpt")  # user, assistant: the order turns alternate in
 
 
 def check_record(record) -> str | None:
@@ -37,6 +43,31 @@ def check_record(record) -> str | None:
         reason = _check_target(target)
         if reason:
             return f"`targets[{index}]` {reason}"
+    conversations = record.get("conversations")
+    if record["targets"]:
+        if conversations is not None:
+            return "has both `targets` and `conversations`; a record is one or the other"
+        return None
+    if conversations is None:
+        return "has no targets and no `conversations`"
+    return _check_conversations(conversations)
+
+
+def _check_conversations(turns) -> str | None:
+    """Turns as keyseg prepare writes them: the reader's cleaned turns, which alternate
+    user/assistant from the user's and end with an assistant turn."""
+    if not isinstance(turns, list) or not turns:
+        return f"`conversations` is {type_name(turns) if not isinstance(turns, list) else 'empty'}, expected turns"
+    for index, turn in enumerate(turns):
+        if not isinstance(turn, dict) or sorted(turn) != ["from", "value"]:
+            return f"`conversations[{index}]` is not an object with exactly `from` and `value`"
+        if not is_text(turn["value"]):
+            return f"`conversations[{index}].value` is {type_name(turn['value'])}, expected a string"
+        expected = VQA_SPEAKERS[index % 2]
+        if turn["from"] != expected:
+            return f"`conversations[{index}].from` is {turn['from']!r:.40}, expected {expected!r}"
+    if len(turns) % 2:
+        return "`conversations` ends with a user turn, expected the assistant's"
     return None
 
 

@@ -13,11 +13,24 @@ import os
 from pathlib import Path
 
 from keyseg.paths import confined_path
+from keyseg.sources.parts import PASCAL_PART
 from keyseg.sources.reasonseg import REASONSEG_ROOT
 from keyseg.sources.refer import COCO_IMAGE_DIR, SAIAPR_IMAGE_DIR
+from keyseg.sources.semseg import ADE20K_IMAGES, COCOSTUFF_IMAGES, MAPILLARY_IMAGES
 
-# The deepest folder first: a path under it is confined to it.
-IMAGE_ROOTS = (COCO_IMAGE_DIR.as_posix(), SAIAPR_IMAGE_DIR.as_posix(), REASONSEG_ROOT.as_posix())
+# The deepest folder first: a path under it is confined to it. `coco/train2017` holds the
+# COCO-Stuff, PACO-LVIS and LLaVA images; `coco` catches a PACO `file_name` in another
+# COCO folder.
+IMAGE_ROOTS = (
+    COCO_IMAGE_DIR.as_posix(),  # refer_seg/images/mscoco/images/train2014
+    PASCAL_PART.image_dir,  # vlpart/pascal_part/VOCdevkit/VOC2010/JPEGImages
+    SAIAPR_IMAGE_DIR.as_posix(),
+    ADE20K_IMAGES,  # ade20k/images/training
+    MAPILLARY_IMAGES,  # mapillary/training/images
+    COCOSTUFF_IMAGES,  # coco/train2017
+    REASONSEG_ROOT.as_posix(),
+    "coco",
+)
 
 
 def data_file(data_dir: str | os.PathLike, relative: str, source: str | os.PathLike | None = None) -> Path:

@@ -7,15 +7,17 @@ manifest record; the main process only collects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from keyseg.errors import DataError
-from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_image, set_max_image_pixels
+from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_image, image_info, set_max_image_pixels
 from keyseg.io import atomic_write_bytes, sha256_bytes
 from keyseg.masks.overlay import overlay_png, overlay_strip, target_overlay
 from keyseg.masks.png import encode_png
 from keyseg.sources.files import data_file
+from keyseg.sources.parts import PartItem, part_phrases, read_annotations
 from keyseg.sources.reasonseg import ReasonSegItem, convert_reasonseg, explanatory_fingerprint
 from keyseg.sources.records import Issue, PreparedImage, PreparedTarget
 from keyseg.sources.refer import ReferItem, convert_refer
@@ -26,11 +28,26 @@ from keyseg.sources.semseg import convert_label_map, read_label_inputs
 PREPARE_FORMAT_VERSION = 2
 
 
+@dataclass(frozen=True)
+class VQAItem:
+    """One usable LLaVA-Instruct record (`keyseg.sources.llava.VQARecord`, whose module
+    imports the tokenizer side: workers get this plain copy instead)."""
+
+    index: int  # position in the file
+    id: str  # the record's own `id` (several records can share one)
+    image: str  # relative to the data dir
+    conversations: list[dict]  # the reader's cleaned turns
+    file: str  # the JSON file, for issue rows
+
+    def fingerprint(self) -> bytes:
+        return json.dumps([self.id, self.image, self.conversations], sort_keys=True).encode("utf-8")
+
+
 @dataclass
 class PrepareTask:
     record_id: str
-    kind: str  # "reasonseg", "refer" or "semseg"
-    item: ReasonSegItem | ReferItem | LabelMapImage
+    kind: str  # "reasonseg", "refer", "semseg", "parts" or "vqa"
+    item: ReasonSegItem | ReferItem | LabelMapImage | PartItem | VQAItem
     explanatory: dict | None
     source: str
     split: str
@@ -76,7 +93,8 @@ def process_task(task: PrepareTask) -> TaskResult:
             return TaskResult(None, issues)
     # A converter returns no targets when the image is unusable; an error that comes with
     # targets cost only its own target (one bad refCOCO annotation, not the image's other refs).
-    if not prepared.targets:
+    # A VQA record has no targets by nature: None is its failure.
+    if prepared.targets is None or (not prepared.targets and not isinstance(task.item, VQAItem)):
         return TaskResult(None, issues)
 
     targets = []
@@ -102,9 +120,11 @@ def process_task(task: PrepareTask) -> TaskResult:
         "input_hash": input_hash,
         "issues": [issue.to_dict() for issue in issues],
     }
-    if isinstance(task.item, ReferItem):
+    if isinstance(task.item, (ReferItem, PartItem)):
         record["image_id"] = task.item.image_id
-    if task.visualize:
+    if isinstance(task.item, VQAItem):
+        record["conversations"] = [dict(turn) for turn in task.item.conversations]
+    if task.visualize and targets:
         try:
             record["overlay"] = _write_overlay(task, prepared, inputs[-1], split_dir)
         except ImageError as error:
@@ -125,6 +145,10 @@ def _read_inputs(task: PrepareTask, data_dir: Path) -> tuple[list[bytes] | None,
         return [sha256_bytes("\n".join(task.class_names).encode()).encode(), *pair], []
     if isinstance(item, ReasonSegItem):
         files = [(item.annotation, item.annotation), (item.image, item.image)]
+    elif isinstance(item, PartItem):
+        files = [(item.image, item.annotation_file)]
+    elif isinstance(item, VQAItem):
+        files = [(item.image, item.file)]
     else:
         files = [(item.image, item.instances_file)]  # (the file, the data file naming it)
     contents = []
@@ -180,6 +204,10 @@ def _own_file(out_dir: Path, relative: str, task: PrepareTask) -> bool:
 def _convert(task: PrepareTask, inputs: list[bytes]) -> PreparedImage:
     if isinstance(task.item, LabelMapImage):
         return _convert_label_map(task, *inputs[1:])
+    if isinstance(task.item, PartItem):
+        return _convert_parts(task.item, inputs[1], task.decode_images)
+    if isinstance(task.item, VQAItem):
+        return _convert_vqa(task.item, inputs[1], task.decode_images)
     if isinstance(task.item, ReasonSegItem):
         _, annotation_bytes, image_bytes = inputs
         return convert_reasonseg(task.item, annotation_bytes, image_bytes, task.explanatory, task.decode_images)
@@ -198,6 +226,45 @@ def _convert_label_map(task: PrepareTask, label_bytes: bytes, image_bytes: bytes
     targets = [PreparedTarget(texts=[name], is_sentence=False, mask=(converted.label_map == label).astype("uint8"))
                for name, label in label_map_targets(names, present)]
     return PreparedImage(item.image, converted.width, converted.height, targets, issues)
+
+
+def _convert_parts(item: PartItem, image_bytes: bytes, decode_images: bool) -> PreparedImage:
+    """One target per annotation, in the file's order: the category's phrases (the
+    reference draws one of them, `part_phrases`), the `annToMask` mask sized by the JSON.
+    An annotation that cannot be decoded is an error row and costs only itself."""
+    try:
+        info = image_info(image_bytes, decode=decode_images)
+    except ImageError as error:
+        return PreparedImage(item.image, item.width, item.height, None,
+                             [Issue("error", item.image, "bad_image", str(error))])
+    issues = []
+    if info.truncated:
+        issues.append(Issue("warning", item.image, "truncated_image", "no JPEG end marker: the file may be cut short"))
+    if (info.width, info.height) != (item.width, item.height):
+        issues.append(Issue("warning", item.image, "size_mismatch",
+                            f"image is {info.width}x{info.height}, {item.annotation_file} says "
+                            f"{item.width}x{item.height}"))
+    targets = []
+    for annotation in item.annotations:
+        # One annotation at a time, so each mask keeps its annotation id.
+        read, annotation_issues = read_annotations(replace(item, annotations=(annotation,)))
+        issues += annotation_issues
+        if read is not None:
+            targets.append(PreparedTarget(texts=part_phrases(annotation.category), is_sentence=False,
+                                          mask=read.masks[0].astype("uint8"), ann_id=annotation.ann_id))
+    return PreparedImage(item.image, item.width, item.height, targets or None, issues)
+
+
+def _convert_vqa(item: VQAItem, image_bytes: bytes, decode_images: bool) -> PreparedImage:
+    """No masks: the image is checked as any other (header, size, pixel bound)."""
+    try:
+        info = image_info(image_bytes, decode=decode_images)
+    except ImageError as error:
+        return PreparedImage(item.image, 0, 0, None, [Issue("error", item.image, "bad_image", str(error))])
+    issues = []
+    if info.truncated:
+        issues.append(Issue("warning", item.image, "truncated_image", "no JPEG end marker: the file may be cut short"))
+    return PreparedImage(item.image, info.width, info.height, [], issues)
 
 
 def _write_overlay(task: PrepareTask, prepared: PreparedImage, image_bytes: bytes, split_dir: Path) -> str:

@@ -2,7 +2,9 @@
 
 Spec syntax: `reasonseg[:SPLITS]` or `DATASET[:SPLIT_BY[:SPLITS]]` for the refCOCO
 family and refCLEF, SPLITS a comma-separated list, e.g. `refcoco:unc:train,val`,
-`refcocog:umd`, `refclef:berkeley:test`.
+`refcocog:umd`, `refclef:berkeley:test`. The rest of LISA's training mixture has one
+split, `train`: `ade20k`, `cocostuff`, `mapillary` (label maps), `paco_lvis`,
+`pascal_part` (parts) and `llava_instruct_150k` (VQA), each also as `SOURCE:train`.
 """
 
 from __future__ import annotations
@@ -12,23 +14,38 @@ from pathlib import Path
 
 from keyseg.formats.refer import DEFAULT_SPLIT_BY, REFER_DATASETS, refs_file
 from keyseg.sources.reasonseg import REASONSEG_ROOT, REASONSEG_SPLITS
+from keyseg.sources.parts import PART_SOURCES
 from keyseg.sources.refer import REFER_ROOT
+from keyseg.sources.semseg import ADE20K_IMAGES, COCOSTUFF_LABELS, MAPILLARY_LABELS
+
+# Where each one-split source is detected: the folder its reader lists, or its file.
+# (The LLaVA path is written out: keyseg.sources.llava imports the tokenizer side.)
+MIXTURE_SOURCES: dict[str, tuple[str, str]] = {  # name -> (family, what marks it present)
+    "ade20k": ("semseg", ADE20K_IMAGES),
+    "cocostuff": ("semseg", COCOSTUFF_LABELS),
+    "mapillary": ("semseg", MAPILLARY_LABELS),
+    "paco_lvis": ("parts", PART_SOURCES["paco_lvis"].annotation_file),
+    "pascal_part": ("parts", PART_SOURCES["pascal_part"].annotation_file),
+    "llava_instruct_150k": ("vqa", "llava_dataset/llava_instruct_150k.json"),
+}
+MIXTURE_SPLITS = ("train",)
+SOURCE_ALIASES = {"llava_instruct": "llava_instruct_150k"}
 
 
 @dataclass(frozen=True)
 class SourceSplit:
     """One unit of output: a manifest and its masks under `<source>/<split>/`."""
 
-    family: str  # "reasonseg" or "refer"
+    family: str  # "reasonseg", "refer", "semseg", "parts" or "vqa"
     split: str
-    dataset: str = "reasonseg"  # refcoco, refcoco+, refcocog, refclef for the refer family
+    dataset: str = "reasonseg"  # refcoco..refclef for refer; the source name for the others
     split_by: str | None = None
 
     @property
     def source(self) -> str:
         """Output name: the dataset, plus the splitBy when it is not the usual one
         (`refclef` for unc, `refclef_berkeley`)."""
-        if self.family == "reasonseg" or self.split_by == DEFAULT_SPLIT_BY[self.dataset]:
+        if self.family != "refer" or self.split_by == DEFAULT_SPLIT_BY[self.dataset]:
             return self.dataset
         return f"{self.dataset}_{self.split_by}"
 
@@ -48,13 +65,19 @@ def _split_list(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ..
 def parse_source_spec(spec: str) -> list[SourceSplit]:
     parts = spec.split(":")
     dataset = parts[0].strip().lower()
+    dataset = SOURCE_ALIASES.get(dataset, dataset)
+    if dataset in MIXTURE_SOURCES:
+        if len(parts) > 2:
+            raise ValueError(f"{spec!r}: use {dataset} or {dataset}:train")
+        splits = _split_list(parts[1], MIXTURE_SPLITS, dataset) if len(parts) == 2 else MIXTURE_SPLITS
+        return [SourceSplit(MIXTURE_SOURCES[dataset][0], split, dataset) for split in splits]
     if dataset == "reasonseg":
         if len(parts) > 2:
             raise ValueError(f"{spec!r}: use reasonseg or reasonseg:SPLITS")
         splits = _split_list(parts[1], REASONSEG_SPLITS, "reasonseg") if len(parts) == 2 else REASONSEG_SPLITS
         return [SourceSplit("reasonseg", split) for split in splits]
     if dataset not in REFER_DATASETS:
-        known = ", ".join(["reasonseg", *REFER_DATASETS])
+        known = ", ".join(["reasonseg", *REFER_DATASETS, *MIXTURE_SOURCES])
         raise ValueError(f"{spec!r}: unknown source {dataset!r}; choose from {known}")
     if len(parts) > 3:
         raise ValueError(f"{spec!r}: use {dataset}[:SPLIT_BY[:SPLITS]]")
@@ -67,13 +90,18 @@ def parse_source_spec(spec: str) -> list[SourceSplit]:
 
 
 def detect_sources(data_dir: Path) -> list[SourceSplit]:
-    """ReasonSeg splits whose folder exists, and each refer dataset's usual splitBy."""
+    """ReasonSeg splits whose folder exists, each refer dataset's usual splitBy, and each
+    mixture source whose folder (label maps) or file (parts, VQA) exists."""
     found = [
         SourceSplit("reasonseg", split) for split in REASONSEG_SPLITS if (data_dir / REASONSEG_ROOT / split).is_dir()
     ]
     for dataset, split_by in DEFAULT_SPLIT_BY.items():
         if refs_file(data_dir / REFER_ROOT / dataset, split_by).is_file():
             found += [SourceSplit("refer", split, dataset, split_by) for split in REFER_DATASETS[dataset][split_by]]
+    for dataset, (family, marker) in MIXTURE_SOURCES.items():
+        path = data_dir / marker
+        if path.is_dir() if family == "semseg" else path.is_file():
+            found += [SourceSplit(family, split, dataset) for split in MIXTURE_SPLITS]
     return found
 
 

@@ -94,7 +94,7 @@ def test_demo_is_deterministic(tmp_path):
         write_paco_lvis(tmp_path / name, 5, 4, 48, 40)
         write_pascal_part(tmp_path / name, 5, 4, 48, 40)
     for relative in ("vlpart/paco/annotations/paco_lvis_v1_train.json", "vlpart/pascal_part/train.json",
-                     "coco/train2017/000000700003.jpg"):
+                     "coco/train2017/000000800003.jpg"):
         assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes()
 
 
