@@ -2,7 +2,8 @@
 
 Output (`OUT` is e.g. shards/demo):
 
-    OUT/<source>/<split>/<source>-<split>-%06d.tar   one sample per image (keyseg.shards.samples)
+    OUT/<source>/<split>/<source>-<split>-%06d.tar   one sample per image (keyseg.shards.samples);
+                                                     per conversation for VQA records
     OUT/<source>/<split>/_SUCCESS.json               the split's shards and input fingerprint
     OUT/index.json                                   every split, shard counts, bytes, sha256,
                                                      input hashes and the config used
@@ -26,6 +27,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from keyseg.data.samples import vqa_problem
 from keyseg.errors import DataError
 from keyseg.formats.fields import is_int, is_text, type_name
 from keyseg.formats.manifest import check_record
@@ -36,7 +38,8 @@ from keyseg.masks.png import read_mask_png
 from keyseg.paths import confined_path
 from keyseg.runner import StageResult, print_problems, progress_bar, summary_table, worker_count, worker_pool
 from keyseg.shards.index import write_shard_set
-from keyseg.shards.samples import SAMPLE_FORMAT_VERSION, build_sample_json, check_sample_json, sample_json_bytes
+from keyseg.shards.samples import (SAMPLE_FORMAT_VERSION, build_sample_json, check_conversations, check_sample_json,
+                                   sample_json_bytes)
 from keyseg.shards.tario import ShardWriter
 from keyseg.sources.files import data_file
 
@@ -146,12 +149,21 @@ def build_sample(task: tuple[dict, str, str, list, int]) -> tuple[str, dict | No
     """(key, members or None, error) for one record; runs in worker processes."""
     record, data_dir, prepared, keywords, pixel_bound = task
     set_max_image_pixels(pixel_bound)  # a worker is a separate process: the run's bound is set here
-    # A ref without sentences gives no query (the reference iterates over sentences): drop it.
-    kept = [index for index, target in enumerate(record["targets"]) if target.get("texts")]
-    if not kept:
-        return record["id"], None, "no target has a text (refs without sentences give no query)"
-    record = {**record, "targets": [record["targets"][index] for index in kept]}
-    keywords = [keywords[index] for index in kept]
+    turns = record.get("conversations")
+    if turns is not None:
+        # VQA (LLaVA-Instruct): the conversation instead of targets; refused here when the
+        # loader would refuse it, so no shard holds a sample every reader skips.
+        reason = check_conversations(turns) or (vqa_problem(turns) if not record["targets"] else
+                                                "a record has either targets or conversations, not both")
+        if reason is not None:
+            return record["id"], None, f"bad conversation: {reason}"
+    else:
+        # A ref without sentences gives no query (the reference iterates over sentences): drop it.
+        kept = [index for index, target in enumerate(record["targets"]) if target.get("texts")]
+        if not kept:
+            return record["id"], None, "no target has a text (refs without sentences give no query)"
+        record = {**record, "targets": [record["targets"][index] for index in kept]}
+        keywords = [keywords[index] for index in kept]
     try:
         # Paths come from the manifest: read only inside the data folder and the prepared folder.
         image = data_file(data_dir, record["image"], "manifest `image`").read_bytes()

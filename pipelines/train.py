@@ -170,9 +170,8 @@ def print_mixture_table(data, console: Console) -> None:
 
 
 def _check_train_splits(config: TrainConfig, shards: Path) -> None:
-    """Every training split must be in the shard set, named with its kind when one is not:
-    `keyseg shard` writes ReasonSeg and refCOCO splits only, so LISA's sem_seg, refclef and
-    vqa datasets cannot be trained on yet."""
+    """Every training split must be in the shard set; the error names each missing split
+    with its kind (sem_seg, refer_seg, vqa, reason_seg) before anything is built."""
     from keyseg.training.config import missing_mixture_splits
 
     available = ShardSet.open(shards).splits
@@ -181,8 +180,7 @@ def _check_train_splits(config: TrainConfig, shards: Path) -> None:
         listing = "; ".join(f"{kind}: {', '.join(splits)}" for kind, splits in missing.items())
         fix = " or set its kind's rate to 0 (data.mixture.<kind>.rate=0)" if config.data.mixture else ""
         raise UsageError(f"{shards} has no shards for training split(s) {listing} (has: "
-                         f"{', '.join(sorted(available)) or 'none'}). `keyseg shard` writes reasonseg and "
-                         f"refcoco/refcoco+/refcocog/refclef splits only so far; shard the missing ones{fix}")
+                         f"{', '.join(sorted(available)) or 'none'}); prepare and shard the missing ones{fix}")
 
 
 def run(run: TrainRun, console: Console | None = None) -> TrainResult:

@@ -9,6 +9,11 @@ Query selection follows the reference datasets (docs/fidelity.md, "Sampling"):
          explanatory request) is drawn once per image (`keyseg.data.conversation`).
   eval:  ReasonSeg asks the first text; refer sources ask every sentence of every ref
          ("lisa" protocol) or the first sentence of each ref ("release"); no randomness.
+  VQA (a sample with `conversations`, LLaVA-Instruct): one query, the whole multi-turn
+         conversation as LISA's VQADataset and collate build it (`vqa_conversation`:
+         cleaned turns, llava_v1 prompt, <image> wrapped in <im_start>/<im_end> as in every
+         other query); no masks (a (0, H, W) tensor), no keyword, so the row trains the
+         language loss only (LISA utils/vqa_dataset.py:96-127, utils/dataset.py:66-75).
 The conversation text of every query is built here (`keyseg.data.conversation`); the
 tokenizer only encodes it.
 
@@ -30,15 +35,22 @@ import cv2
 import numpy as np
 import torch
 
-from keyseg.data.conversation import (ConversationConfig, eval_query, reasonseg_choice, reasonseg_train_query,
-                                      refer_train_query)
+from keyseg.data.conversation import (IMAGE_PREFIX, IMAGE_TOKEN, ConversationConfig, eval_query, reasonseg_choice,
+                                      reasonseg_train_query, refer_train_query, vqa_conversation, vqa_turn_problem,
+                                      vqa_turns)
 from keyseg.data.semantic_queries import draw_targets, is_semantic_source, semantic_train_query
 from keyseg.data.transforms import ClipInput, SamInput, check_view_size, decode_rgb
 from keyseg.formats.refer import is_refer_source
 from keyseg.images import ImageError
+from keyseg.model.tokens import KEY_TOKEN, SEG_TOKEN
 from keyseg.shards.samples import BadSampleError, decode_mask, read_sample_json
 
 MODES = ("train", "eval")
+# Strings the tokenizer turns into tokens that change what a VQA conversation means: "</s>"
+# ends a round, "<unk>" is LLaMA's pad id, [SEG] would ask for a mask the sample does not
+# have (the model refuses a batch whose [SEG] count differs from its mask count), [KEY] for
+# a keyword. keyseg's LLaVA-Instruct reader refuses the same strings.
+VQA_RESERVED_STRINGS = ("</s>", "<unk>", SEG_TOKEN, KEY_TOKEN)
 
 
 class CorruptSampleError(ValueError):
@@ -67,6 +79,24 @@ def parse_sample_json(data: bytes) -> dict:
         return read_sample_json(data)
     except BadSampleError as error:
         raise CorruptSampleError(str(error)) from None
+
+
+def vqa_problem(turns: list[dict]) -> str | None:
+    """Why the turns of a VQA sample cannot be trained on as the reference trains them, or
+    None: a reserved string in a turn, turns the reference cannot build a prompt from
+    (`vqa_turn_problem`), or a prompt without exactly one turn holding <image> (the model
+    reads one image per row)."""
+    for index, turn in enumerate(turns):
+        for reserved in VQA_RESERVED_STRINGS:
+            if reserved in turn["value"]:
+                return f"turn {index} holds {reserved!r}"
+    problem = vqa_turn_problem(turns)
+    if problem is not None:
+        return problem[1]
+    with_image = sum(IMAGE_TOKEN in turn["value"] for turn in vqa_turns(turns))
+    if with_image != 1:
+        return f"{with_image} turns of the prompt hold {IMAGE_TOKEN}, expected exactly one"
+    return None
 
 
 def choose_queries(targets: list[dict], num_queries: int, refer: bool, rng: random.Random) -> list[tuple[int, int]]:
@@ -120,6 +150,8 @@ class SampleDecoder:
             raise CorruptSampleError(f"image size mismatch: image is {width}x{height}, "
                                      f"json says {document['width']}x{document['height']}")
 
+        if document["conversations"] is not None:
+            return self._vqa_sample(raw, document, key, image)
         targets = document["targets"]
         refer = is_refer_source(document["source"])
         semantic = is_semantic_source(document["source"])
@@ -144,6 +176,19 @@ class SampleDecoder:
             keywords = [texts[n] if refer else targets[t]["keyword"] for n, (t, _) in enumerate(queries)]
 
         masks = self._masks(targets, [target_index for target_index, _ in queries], height, width)
+        return self._sample(raw, document, key, image, masks, {
+            "questions": [query.question for query in built],
+            "conversations": [query.conversation for query in built],
+            "keywords": keywords,
+            "texts": texts,
+            "is_sentence": is_sentence,
+            "target_indices": [target_index for target_index, _ in queries],
+            "text_indices": [text_index for _, text_index in queries],
+            "per_sentence": config.mode == "eval" and refer and conversation.refer_protocol == "lisa",
+        })
+
+    def _sample(self, raw: dict, document: dict, key: str, image: np.ndarray, masks: torch.Tensor,
+                queries: dict) -> dict:
         image_sam, resize = self.sam(image)
         return {
             "key": key,
@@ -154,17 +199,31 @@ class SampleDecoder:
             "image_sam": image_sam,
             "image_clip": self.clip(image),
             "masks": masks,
-            "questions": [query.question for query in built],
-            "conversations": [query.conversation for query in built],
-            "keywords": keywords,
-            "texts": texts,
-            "is_sentence": is_sentence,
-            "target_indices": [target_index for target_index, _ in queries],
-            "text_indices": [text_index for _, text_index in queries],
-            "per_sentence": config.mode == "eval" and refer and conversation.refer_protocol == "lisa",
+            **queries,
             "resize": resize,
-            "original_size": (height, width),
+            "original_size": image.shape[:2],
         }
+
+    def _vqa_sample(self, raw: dict, document: dict, key: str, image: np.ndarray) -> dict:
+        """One query, the whole conversation (see the module docstring); the same in train and
+        eval, as the reference draws nothing inside a VQA record. Its question and text are
+        the first user message."""
+        turns = document["conversations"]
+        problem = vqa_problem(turns)
+        if problem is not None:
+            raise CorruptSampleError(f"bad conversation: {problem}")
+        first = vqa_turns(turns)[0]["value"]
+        height, width = image.shape[:2]
+        return self._sample(raw, document, key, image, torch.zeros((0, height, width), dtype=torch.uint8), {
+            "questions": [first],
+            "conversations": [vqa_conversation(turns)],
+            "keywords": [None],
+            "texts": [first.removeprefix(IMAGE_PREFIX)],
+            "is_sentence": [True],
+            "target_indices": [None],  # no target: nothing to score
+            "text_indices": [None],
+            "per_sentence": False,
+        })
 
     def _semantic_queries(self, targets: list[dict], rng: random.Random) -> tuple[list[tuple[int, int]], list]:
         """Up to `num_queries` distinct classes, one of each one's names, as LISA's sem_seg

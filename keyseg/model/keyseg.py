@@ -75,7 +75,8 @@ class SplicedInputs:
     attention_mask: torch.Tensor  # (R, T + P - 1)
     labels: torch.Tensor | None  # (R, T + P - 1), -100 on the patch positions
     token_ids: torch.Tensor  # (R, T + P - 1), the placeholder -200 on the patch positions
-    image_position: int  # column of <image> in the original rows = first patch column
+    image_position: int | None  # column of <image> in every original row = first patch column; None: rows differ
+    image_columns: list[int]  # that column per row
 
 
 class KeySegModel(nn.Module):
@@ -202,31 +203,39 @@ class KeySegModel(nn.Module):
                               labels: torch.Tensor | None, row_features: torch.Tensor) -> SplicedInputs:
         """Replace the <image> placeholder (-200) of every row by that row's P patch features.
 
-        The prompt before <image> is the same for every row, so <image> sits in the same
-        column everywhere and the splice is three concatenations instead of a loop.
+        A segmentation prompt has <image> at the start of its first user turn, so it sits in
+        the same column of every such row and the splice is three concatenations. A VQA
+        conversation can hold it in a later turn (LISA's VQADataset moves it to the front of
+        whichever turn mentions it): such a batch is spliced row by row, as LLaVA's
+        `prepare_inputs_labels_for_multimodal` does; every row still grows by P - 1.
         """
         is_image = input_ids == IMAGE_TOKEN_INDEX
         if not bool((is_image.sum(1) == 1).all()):
-            raise ValueError("every row needs exactly one <image> placeholder")
+            raise ValueError("every row needs exactly one <image> placeholder (a conversation whose <image> lies "
+                             "beyond the text limit loses it to truncation)")
         columns = is_image.int().argmax(1)
-        if not bool((columns == columns[0]).all()):
-            raise ValueError(f"<image> must be in the same column of every row, got {columns.tolist()}")
-        p = int(columns[0])
         rows, patches = row_features.shape[:2]
-
         embeds = self.llm.get_input_embeddings()(input_ids.clamp(min=0))
-        inputs_embeds = torch.cat([embeds[:, :p], row_features.to(embeds.dtype), embeds[:, p + 1:]], dim=1)
+        row_features = row_features.to(embeds.dtype)
+        shared = bool((columns == columns[0]).all())
+        p = int(columns[0])
 
-        def splice(tensor: torch.Tensor, fill: int) -> torch.Tensor:
-            filler = tensor.new_full((rows, patches), fill)
-            return torch.cat([tensor[:, :p], filler, tensor[:, p + 1:]], dim=1)
+        def splice(tensor: torch.Tensor, inserted: torch.Tensor) -> torch.Tensor:
+            if shared:
+                return torch.cat([tensor[:, :p], inserted, tensor[:, p + 1:]], dim=1)
+            return torch.stack([torch.cat([tensor[row, :c], inserted[row], tensor[row, c + 1:]])
+                                for row, c in enumerate(columns.tolist())])
+
+        def filled(tensor: torch.Tensor, fill: int) -> torch.Tensor:
+            return splice(tensor, tensor.new_full((rows, patches), fill))
 
         return SplicedInputs(
-            inputs_embeds=inputs_embeds,
-            attention_mask=splice(attention_mask, 1),
-            labels=splice(labels, IGNORE_INDEX) if labels is not None else None,
-            token_ids=splice(input_ids, IMAGE_TOKEN_INDEX),
-            image_position=p,
+            inputs_embeds=splice(embeds, row_features),
+            attention_mask=filled(attention_mask, 1),
+            labels=filled(labels, IGNORE_INDEX) if labels is not None else None,
+            token_ids=filled(input_ids, IMAGE_TOKEN_INDEX),
+            image_position=p if shared else None,
+            image_columns=columns.tolist(),
         )
 
     def token_embeddings(self, hidden: torch.Tensor, token_ids: torch.Tensor, token_id: int

@@ -84,9 +84,10 @@ def dataset_card(index: dict) -> str:
     lines = [
         "# keyseg shard set", "",
         "WebDataset shards written by `keyseg shard`: one sample per image, `jpg` (the original file) and",
-        "`json` (`id`, `source`, `split`, `image`, `width`, `height` and `targets`, each with its texts, keyword,",
-        "explanatory answer and target/ignore masks as COCO RLE). `index.json` lists every shard with its",
-        "sample count, size and sha256; `keyseg shards verify` checks them.", "",
+        "`json` (`id`, `source`, `split`, `image`, `width`, `height`, `targets`, each with its texts, keyword,",
+        "explanatory answer and target/ignore masks as COCO RLE, and `conversations`: null, or in a",
+        "visual-question-answering sample without targets its turns `{from, value}`). `index.json` lists every",
+        "shard with its sample count, size and sha256; `keyseg shards verify` checks them.", "",
         "Load with Hugging Face `datasets` (offline, from this folder):", "",
         "```python",
         "import datasets",

@@ -7,7 +7,12 @@ Sample layout (WebDataset: members `<key>.jpg` and `<key>.json`; keys have no do
              {"texts": [str], "is_sentence": bool, "keyword": str | null,
               "explanatory": str | null, "explanatory_query": str | null,
               "ann_id": int | null, "ref_id": int | null,
-              "mask": {"target": RLE, "ignore": RLE}}]}
+              "mask": {"target": RLE, "ignore": RLE}}],
+           "conversations": null | [{"from": "human" | "gpt", "value": str}]}
+
+A segmentation sample has targets and null conversations; a visual-question-answering
+sample (LLaVA-Instruct) has the turns of its conversation, as the reference cleans them,
+and no targets: it trains the language loss only.
 
 RLE is COCO's compressed run-length encoding ({"size": [h, w], "counts": str}), lossless:
 the target region (value 1) and the ignore region (value 255) each get their own, and
@@ -35,13 +40,18 @@ from keyseg.images import max_image_pixels
 from keyseg.masks.raster import IGNORE_VALUE, TARGET_VALUE
 from keyseg.paths import is_plain_name
 
-SAMPLE_FORMAT_VERSION = 1
+SAMPLE_FORMAT_VERSION = 2  # 2: `conversations` (VQA samples)
 SAMPLE_MEMBERS = ("jpg", "json")
 
 # COCO's compressed counts: each number is 1+ characters '0'..'o' (6 payload bits, one of
 # them "more follows"). Six characters carry 30 bits, plenty for runs of a 100-megapixel
 # mask; longer numbers overflow pycocotools' C int arithmetic, so they are refused.
 _MAX_RLE_NUMBER_CHARS = 6
+# Bounds on a VQA conversation, far above LLaVA-Instruct's (a few turns of at most a few
+# thousand characters) and equal to what keyseg's reader of that file accepts.
+CONVERSATION_ROLES = ("human", "gpt")
+MAX_CONVERSATION_TURNS = 256
+MAX_TURN_CHARS = 65536
 
 
 class BadSampleError(ValueError):
@@ -146,7 +156,9 @@ def decode_mask(encoded: dict) -> np.ndarray:
 
 
 def build_sample_json(record: dict, masks: list[np.ndarray], keywords: list[str | None]) -> dict:
-    """The json member of a sample, from a prepared manifest record and its decoded masks."""
+    """The json member of a sample, from a prepared manifest record and its decoded masks
+    (a VQA record: no targets, its `conversations` turns; check them with
+    `check_conversations` first)."""
     targets = []
     for target, mask, keyword in zip(record["targets"], masks, keywords):
         explanatory = target.get("explanatory") or None
@@ -160,8 +172,11 @@ def build_sample_json(record: dict, masks: list[np.ndarray], keywords: list[str 
             "ref_id": target.get("ref_id"),
             "mask": encode_mask(mask),
         })
+    turns = record.get("conversations")
+    conversations = None if turns is None else [{"from": turn["from"], "value": turn["value"]} for turn in turns]
     return {"id": record["id"], "source": record["source"], "split": record["split"], "image": record["image"],
-            "width": int(record["width"]), "height": int(record["height"]), "targets": targets}
+            "width": int(record["width"]), "height": int(record["height"]), "targets": targets,
+            "conversations": conversations}
 
 
 def _is_int(value) -> bool:
@@ -187,7 +202,9 @@ _SAMPLE_FIELDS = {
     "image": ("a string", lambda value: isinstance(value, str)),
     "width": ("a positive integer below 2**31", lambda value: _is_int(value) and 0 < value < 2**31),
     "height": ("a positive integer below 2**31", lambda value: _is_int(value) and 0 < value < 2**31),
-    "targets": ("a non-empty list", lambda value: isinstance(value, list) and len(value) > 0),
+    # Empty only in a VQA sample (with conversations): checked in check_sample_json.
+    "targets": ("a non-empty list", lambda value: isinstance(value, list)),
+    "conversations": ("null or a list", lambda value: value is None or isinstance(value, list)),
 }
 _TARGET_FIELDS = {
     "texts": ("a non-empty list of strings",
@@ -212,11 +229,34 @@ def _check_fields(document: dict, fields: dict, where: str) -> str | None:
     return None
 
 
+def check_conversations(turns) -> str | None:
+    """Why `turns` is not null or a list of well-formed turns, or None.
+
+    Well-formed: 1 to MAX_CONVERSATION_TURNS objects with exactly "from" (human or gpt) and
+    "value" (a string of at most MAX_TURN_CHARS characters). Whether the reference can
+    build a prompt from them (alternation, rounds, one image) is the loader's check
+    (keyseg.data.samples.vqa_problem, which `keyseg shard` applies too), not the format's."""
+    if turns is None:
+        return None
+    if not isinstance(turns, list) or not 0 < len(turns) <= MAX_CONVERSATION_TURNS:
+        return f"conversations is {_describe(turns)}, expected null or a list of 1 to {MAX_CONVERSATION_TURNS} turns"
+    for index, turn in enumerate(turns):
+        if not isinstance(turn, dict) or set(turn) != {"from", "value"}:
+            return f"conversations[{index}] is {_describe(turn)}, expected an object with `from` and `value` only"
+        if turn["from"] not in CONVERSATION_ROLES:
+            return f"conversations[{index}].from is {_describe(turn['from'])}, expected 'human' or 'gpt'"
+        if not isinstance(turn["value"], str) or len(turn["value"]) > MAX_TURN_CHARS:
+            return (f"conversations[{index}].value is {_describe(turn['value'])}, expected a string of at most "
+                    f"{MAX_TURN_CHARS} characters")
+    return None
+
+
 def check_sample_json(obj) -> str | None:
     """Why a decoded sample json breaks the shard sample format, or None when it is good.
 
     Checks every field `build_sample_json` writes, the image size against the pixel bound
-    of keyseg.images, and that each mask RLE decodes to exactly width x height. Reasons
+    of keyseg.images, that each mask RLE decodes to exactly width x height, and that a
+    sample has either targets or conversations (`check_conversations`). Reasons
     start with a category ("bad json fields", "image too large", "mask size mismatch",
     "bad mask RLE") so skip counts can group them. Extra fields are allowed."""
     if not isinstance(obj, dict):
@@ -224,6 +264,14 @@ def check_sample_json(obj) -> str | None:
     reason = _check_fields(obj, _SAMPLE_FIELDS, "")
     if reason:
         return reason
+    reason = check_conversations(obj["conversations"])
+    if reason:
+        return f"bad json fields: {reason}"
+    if obj["targets"] and obj["conversations"] is not None:
+        return "bad json fields: the sample has both targets and conversations, expected one of them"
+    if not obj["targets"] and obj["conversations"] is None:
+        return (f"bad json fields: targets is {_describe(obj['targets'])}, expected a non-empty list "
+                "(or conversations, in a VQA sample)")
     width, height = obj["width"], obj["height"]
     if width * height > max_image_pixels():
         return (f"image too large: {width}x{height} = {width * height:,} pixels, over the bound of "
@@ -289,6 +337,7 @@ def hf_features():
               "ref_id": Value("int64"), "mask": {"target": rle, "ignore": rle}}
     document = {"id": Value("string"), "source": Value("string"), "split": Value("string"),
                 "image": Value("string"), "width": Value("int64"), "height": Value("int64"),
-                "targets": datasets.List(target)}
+                "targets": datasets.List(target),
+                "conversations": datasets.List({"from": Value("string"), "value": Value("string")})}
     return datasets.Features({"jpg": datasets.Image(), "json": document, "__key__": Value("string"),
                               "__url__": Value("string")})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def shard_texts(shard_paths: list[Path], skipped: list | None = None) -> list[str]:
-    """Every text, keyword and explanatory answer in the given shards.
+    """Every text, keyword, explanatory answer and conversation turn in the given shards.
 
     A bad sample or the unreadable rest of a truncated shard is skipped, as the loader
     skips it (one bad shard must not stop a run before its first step); each skip is
@@ -32,6 +32,7 @@ def shard_texts(shard_paths: list[Path], skipped: list | None = None) -> list[st
             texts += target["texts"]
             texts += [value for value in (target["keyword"], target["explanatory"], target["explanatory_query"])
                       if value]
+        texts += [turn["value"] for turn in document.get("conversations") or []]
     if skipped is not None:
         skipped += tracker.drain()
     return texts

@@ -53,7 +53,8 @@ def test_round_trip_masks_images_and_keywords_are_exact(prepared, tmp_path):
             record = manifests[key]
             assert members["jpg"] == (prepared / "data" / record["image"]).read_bytes()
             sample = json.loads(members["json"])
-            assert sorted(sample) == ["height", "id", "image", "source", "split", "targets", "width"]
+            assert sorted(sample) == ["conversations", "height", "id", "image", "source", "split", "targets", "width"]
+            assert sample["conversations"] == record.get("conversations")  # VQA turns, else null
             for target, prepared_target in zip(sample["targets"], record["targets"], strict=True):
                 assert sorted(target) == ["ann_id", "explanatory", "explanatory_query", "is_sentence", "keyword",
                                           "mask", "ref_id", "texts"]
