@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
 
 from keyseg.errors import DataError
 from keyseg.formats.fields import is_int, is_text, type_name
@@ -109,15 +110,6 @@ def part_phrases(category: PartCategory) -> list[str]:
     return [f"{category.object} {category.part}", f"the {category.part} of the {category.object}"]
 
 
-def sample_part_phrase(category: PartCategory, rng: random.Random) -> str:
-    """One name as the reference draws it: `rng.random()` is called only for parts, as
-    there, so a loader replaying the reference's random stream stays in step."""
-    phrases = part_phrases(category)
-    if len(phrases) == 1:
-        return phrases[0]
-    return phrases[0] if rng.random() < 0.5 else phrases[1]
-
-
 def category_from_name(name: str, source: PartSource) -> PartCategory:
     """The reference's naming of one category (ValueError with the reason if it crashes
     or misbehaves on it there).
@@ -191,18 +183,25 @@ def read_annotations(item: PartItem) -> tuple[AnnotatedImage | None, list[Issue]
     image = AnnotatedImage(source=item.source, id=str(item.image_id), image=item.image,
                            width=item.width, height=item.height)
     for annotation in item.annotations:
-        try:
-            mask = ann_to_mask(annotation.segmentation, item.height, item.width)
-        except SegmentationError as error:
-            issues.append(Issue("error", item.annotation_file, "bad_segmentation",
-                                f"annotation {annotation.ann_id} (image {item.image_id}): {error}"))
-            continue
-        if not mask.any():
-            issues.append(Issue("warning", item.annotation_file, "empty_segmentation",
-                                f"annotation {annotation.ann_id} (image {item.image_id}) has an empty mask"))
-        image.categories.append(annotation.category)
-        image.masks.append(mask.astype(bool))
+        mask, mask_issues = annotation_mask(item, annotation)
+        issues += mask_issues
+        if mask is not None:
+            image.categories.append(annotation.category)
+            image.masks.append(mask)
     return (image if image.masks else None), issues
+
+
+def annotation_mask(item: PartItem, annotation: PartAnnotation) -> tuple[np.ndarray | None, list[Issue]]:
+    """One annotation's bool mask (None with an error row when it cannot be decoded)."""
+    try:
+        mask = ann_to_mask(annotation.segmentation, item.height, item.width)
+    except SegmentationError as error:
+        return None, [Issue("error", item.annotation_file, "bad_segmentation",
+                            f"annotation {annotation.ann_id} (image {item.image_id}): {error}")]
+    if not mask.any():
+        return mask.astype(bool), [Issue("warning", item.annotation_file, "empty_segmentation",
+                                         f"annotation {annotation.ann_id} (image {item.image_id}) has an empty mask")]
+    return mask.astype(bool), []
 
 
 def ann_to_mask(segmentation, height: int, width: int):

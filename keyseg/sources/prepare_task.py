@@ -8,18 +8,18 @@ manifest record; the main process only collects.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyseg.errors import DataError
-from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_image, image_info, set_max_image_pixels
+from keyseg.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_image, set_max_image_pixels
 from keyseg.io import atomic_write_bytes, sha256_bytes
 from keyseg.masks.overlay import overlay_png, overlay_strip, target_overlay
 from keyseg.masks.png import encode_png
 from keyseg.sources.files import data_file
-from keyseg.sources.parts import PartItem, part_phrases, read_annotations
+from keyseg.sources.parts import PartItem, annotation_mask, part_phrases
 from keyseg.sources.reasonseg import ReasonSegItem, convert_reasonseg, explanatory_fingerprint
-from keyseg.sources.records import Issue, PreparedImage, PreparedTarget
+from keyseg.sources.records import Issue, PreparedImage, PreparedTarget, read_image_header
 from keyseg.sources.refer import ReferItem, convert_refer
 from keyseg.sources.semantic import LabelMapImage, label_map_targets
 from keyseg.sources.semseg import convert_label_map, read_label_inputs
@@ -232,38 +232,28 @@ def _convert_parts(item: PartItem, image_bytes: bytes, decode_images: bool) -> P
     """One target per annotation, in the file's order: the category's phrases (the
     reference draws one of them, `part_phrases`), the `annToMask` mask sized by the JSON.
     An annotation that cannot be decoded is an error row and costs only itself."""
-    try:
-        info = image_info(image_bytes, decode=decode_images)
-    except ImageError as error:
-        return PreparedImage(item.image, item.width, item.height, None,
-                             [Issue("error", item.image, "bad_image", str(error))])
-    issues = []
-    if info.truncated:
-        issues.append(Issue("warning", item.image, "truncated_image", "no JPEG end marker: the file may be cut short"))
+    info, issues = read_image_header(item.image, image_bytes, decode_images)
+    if info is None:
+        return PreparedImage(item.image, item.width, item.height, None, issues)
     if (info.width, info.height) != (item.width, item.height):
         issues.append(Issue("warning", item.image, "size_mismatch",
                             f"image is {info.width}x{info.height}, {item.annotation_file} says "
                             f"{item.width}x{item.height}"))
     targets = []
     for annotation in item.annotations:
-        # One annotation at a time, so each mask keeps its annotation id.
-        read, annotation_issues = read_annotations(replace(item, annotations=(annotation,)))
-        issues += annotation_issues
-        if read is not None:
+        mask, mask_issues = annotation_mask(item, annotation)
+        issues += mask_issues
+        if mask is not None:
             targets.append(PreparedTarget(texts=part_phrases(annotation.category), is_sentence=False,
-                                          mask=read.masks[0].astype("uint8"), ann_id=annotation.ann_id))
+                                          mask=mask.astype("uint8"), ann_id=annotation.ann_id))
     return PreparedImage(item.image, item.width, item.height, targets or None, issues)
 
 
 def _convert_vqa(item: VQAItem, image_bytes: bytes, decode_images: bool) -> PreparedImage:
     """No masks: the image is checked as any other (header, size, pixel bound)."""
-    try:
-        info = image_info(image_bytes, decode=decode_images)
-    except ImageError as error:
-        return PreparedImage(item.image, 0, 0, None, [Issue("error", item.image, "bad_image", str(error))])
-    issues = []
-    if info.truncated:
-        issues.append(Issue("warning", item.image, "truncated_image", "no JPEG end marker: the file may be cut short"))
+    info, issues = read_image_header(item.image, image_bytes, decode_images)
+    if info is None:
+        return PreparedImage(item.image, 0, 0, None, issues)
     return PreparedImage(item.image, info.width, info.height, [], issues)
 
 

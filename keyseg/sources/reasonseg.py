@@ -9,10 +9,9 @@ from pathlib import Path
 
 from keyseg.formats.fields import is_text, type_name
 from keyseg.formats.labelme import LabelMeError, decode_json_text, parse_labelme
-from keyseg.images import ImageError, image_info
 from keyseg.masks.raster import Polygon, check_outline, is_flag_label, rasterize_polygons
 from keyseg.masks.validate import validate_shapes
-from keyseg.sources.records import Issue, PreparedImage, PreparedTarget
+from keyseg.sources.records import Issue, PreparedImage, PreparedTarget, read_image_header
 
 REASONSEG_ROOT = Path("reason_seg") / "ReasonSeg"
 REASONSEG_SPLITS = ("train", "val", "test")
@@ -82,12 +81,10 @@ def convert_reasonseg(
         annotation = parse_labelme(annotation_bytes)
     except LabelMeError as error:
         return PreparedImage(item.image, 0, 0, None, [Issue("error", item.annotation, "bad_annotation", str(error))])
-    try:
-        info = image_info(image_bytes, decode=decode_images)
-    except ImageError as error:
-        return PreparedImage(item.image, 0, 0, None, [Issue("error", item.image, "bad_image", str(error))])
-    if info.truncated:
-        issues.append(Issue("warning", item.image, "truncated_image", "no JPEG end marker: the file may be cut short"))
+    info, image_issues = read_image_header(item.image, image_bytes, decode_images)
+    if info is None:
+        return PreparedImage(item.image, 0, 0, None, image_issues)
+    issues += image_issues
     if annotation.encoding != "utf-8":
         issues.append(Issue("warning", item.annotation, "not_utf8", f"decoded as {annotation.encoding}"))
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from keyseg.images import ImageError, ImageInfo, image_info
+
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -60,3 +62,15 @@ def record_id(source: str, split: str, name: str) -> str:
         safe = f"{safe}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
     source_part = _UNSAFE_ID_CHARS.sub("_", source.replace("+", "plus"))
     return f"{source_part}-{split}-{safe}"
+
+
+def read_image_header(path: str, data: bytes, decode: bool) -> tuple[ImageInfo | None, list[Issue]]:
+    """An image's size from its bytes (fully decoded with `decode`): None with a `bad_image`
+    error when unusable, else a `truncated_image` warning when its end marker is missing."""
+    try:
+        info = image_info(data, decode=decode)
+    except ImageError as error:
+        return None, [Issue("error", path, "bad_image", str(error))]
+    if info.truncated:
+        return info, [Issue("warning", path, "truncated_image", "no JPEG end marker: the file may be cut short")]
+    return info, []

@@ -26,9 +26,9 @@ from PIL import Image, UnidentifiedImageError
 
 from keyseg.errors import DataError
 from keyseg.formats.fields import is_text
-from keyseg.images import ImageError, check_image_size, image_info
+from keyseg.images import ImageError, check_image_size
 from keyseg.paths import confined_path
-from keyseg.sources.records import Issue
+from keyseg.sources.records import Issue, read_image_header
 from keyseg.sources.semantic import LabelMapImage, SemanticClass
 
 SEMSEG_SOURCES = ("ade20k", "cocostuff", "mapillary")
@@ -289,13 +289,9 @@ def convert_label_map(
     comes back with `classes == []` and a warning: the reference draws another image
     instead (utils/sem_seg_dataset.py:264), so a loader must skip it.
     """
-    issues: list[Issue] = []
-    try:
-        info = image_info(image_bytes, decode=decode_images)
-    except ImageError as error:
-        return None, [Issue("error", item.image, "bad_image", str(error))]
-    if info.truncated:
-        issues.append(Issue("warning", item.image, "truncated_image", "no JPEG end marker: the file may be cut short"))
+    info, issues = read_image_header(item.image, image_bytes, decode_images)
+    if info is None:
+        return None, issues
     try:
         raw = decode_label_file(label_bytes)
     except ImageError as error:

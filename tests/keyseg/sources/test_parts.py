@@ -9,7 +9,7 @@ from reference_parts import reference_images, reference_phrase
 
 from keyseg.demo.parts import write_paco_lvis, write_pascal_part
 from keyseg.sources.parts import (PACO_LVIS, PASCAL_PART, PartsError, ann_to_mask, category_from_name, load_paco_lvis,
-                                  load_pascal_part, part_phrases, read_annotations, sample_part_phrase)
+                                  load_pascal_part, part_phrases, read_annotations)
 from keyseg.sources.semantic import PartCategory
 
 LOADERS = {"paco_lvis": (write_paco_lvis, load_paco_lvis), "pascal_part": (write_pascal_part, load_pascal_part)}
@@ -50,6 +50,15 @@ def test_masks_and_names_match_the_reference(demo_dir, source):
         for category, name in zip(image.categories, reference["names"]):
             assert part_phrases(category)[0] == reference_phrase(name, 0.25)
             assert part_phrases(category)[-1] == reference_phrase(name, 0.75)
+
+
+def sample_part_phrase(category: PartCategory, rng: random.Random) -> str:
+    """One name drawn as the reference draws it (`rng.random()` only for parts): proves
+    `part_phrases` lists the names in the reference's draw order."""
+    phrases = part_phrases(category)
+    if len(phrases) == 1:
+        return phrases[0]
+    return phrases[0] if rng.random() < 0.5 else phrases[1]
 
 
 @pytest.mark.parametrize("source", sorted(LOADERS))
