@@ -100,7 +100,11 @@ def demo_data(
     source: Optional[list[str]] = typer.Option(
         None, "--source",
         help="A source to write, repeatable: reasonseg, refcoco, refclef, ade20k, cocostuff, mapillary, paco_lvis, "
-             "pascal_part, llava_instruct_150k. Default: reasonseg and refcoco."),
+             "pascal_part, llava_instruct_150k. Default: reasonseg, refcoco, ade20k and llava_instruct_150k "
+             "(one of each kind of LISA's mixture)."),
+    faults: bool = typer.Option(False, "--faults/--no-faults",
+                                help="Also write files each reader must refuse (missing images, labels past the "
+                                     "class list, malformed records); `keyseg prepare` then reports them as errors."),
     progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Write a small synthetic data set in the native layouts of the chosen sources (with their awkward cases)."""
@@ -108,7 +112,7 @@ def demo_data(
 
     sources = tuple(source) if source else stage.DEFAULT_SOURCES
     _run_stage(stage, stage.DemoDataConfig(out=out, seed=seed, images=images, width=width, height=height,
-                                           sources=sources, show_progress=progress), quiet)
+                                           sources=sources, faults=faults, show_progress=progress), quiet)
 
 
 @app.command()
@@ -118,9 +122,10 @@ def prepare(
     source: Optional[list[str]] = typer.Option(
         None, "--source",
         help="What to prepare, repeatable: reasonseg[:SPLITS], refcoco[:unc|google[:SPLITS]], "
-             "refcoco+[:unc[:SPLITS]], refcocog[:umd|google[:SPLITS]], refclef[:unc|berkeley[:SPLITS]]; "
-             "SPLITS comma-separated, e.g. refcoco:unc:train,val. Default: every ReasonSeg split folder "
-             "present and each refer dataset's usual splitBy (unc, unc, umd, unc) whose refs file is present.",
+             "refcoco+[:unc[:SPLITS]], refcocog[:umd|google[:SPLITS]], refclef[:unc|berkeley[:SPLITS]], "
+             "ade20k, cocostuff, mapillary, paco_lvis, pascal_part, llava_instruct_150k (train only); "
+             "SPLITS comma-separated, e.g. refcoco:unc:train,val. Default: every source whose files are "
+             "present (ReasonSeg split folders, each refer dataset's usual splitBy: unc, unc, umd, unc).",
     ),
     workers: int = typer.Option(0, min=0, help="Worker processes; 0 means one per core."),
     strict: bool = typer.Option(False, "--strict", help="Treat warnings (degenerate polygons, unknown labels...) as errors."),

@@ -1,6 +1,8 @@
 """Write a small deterministic demo data dir in the native layouts of the chosen sources.
 
-By default ReasonSeg and refCOCO; `--source` adds any source of the LISA mixture. Layout
+By default one source of each kind LISA trains on (ReasonSeg, refCOCO, ADE20K and
+LLaVA-Instruct: reason_seg, refer_seg, sem_seg, vqa), as `make demo` trains on them;
+`--source` picks any sources of the LISA mixture instead. Layout
 under ``config.out`` (the data dir), as the references lay them out::
 
     reason_seg/ReasonSeg/{train,val,test}/<name>.{jpg,json}, explanatory/train.json
@@ -45,7 +47,10 @@ WRITERS = {
     "pascal_part": (write_pascal_part, ""),
     "llava_instruct_150k": (write_llava_instruct, ""),
 }
-DEFAULT_SOURCES = ("reasonseg", "refcoco")
+DEFAULT_SOURCES = ("reasonseg", "refcoco", "ade20k", "llava_instruct_150k")
+# Writers that can plant files a reader must refuse (`faults`); the others plant only
+# cases that prepare with warnings.
+FAULT_WRITERS = ("ade20k", "cocostuff", "mapillary", "llava_instruct_150k")
 MIN_IMAGES = 4
 MIN_SIDE = 32
 
@@ -58,6 +63,7 @@ class DemoDataConfig:
     width: int = 320  # display size (after EXIF orientation)
     height: int = 240
     sources: tuple[str, ...] = DEFAULT_SOURCES  # keys of WRITERS
+    faults: bool = False  # also write the files each reader must refuse (prepare then fails them)
     show_progress: bool = True
 
     def validate(self) -> None:
@@ -97,7 +103,8 @@ def run(config: DemoDataConfig, console: Console | None = None) -> DemoDataResul
     with activity(console, config.show_progress, f"writing demo data to {out}"):
         for name in sorted(set(config.sources), key=list(WRITERS).index):
             writer, folder = WRITERS[name]
-            written[name] = writer(out / folder if folder else out, seed, n, w, h)
+            options = {"faults": bool(config.faults)} if name in FAULT_WRITERS else {}
+            written[name] = writer(out / folder if folder else out, seed, n, w, h, **options)
         config_path = write_json(out / CONFIG_FILE, config.to_json())
     # The first two keep their historical names: make demo and its tests read them.
     summary = {"out": str(out), "config": str(config_path),

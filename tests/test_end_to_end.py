@@ -37,8 +37,8 @@ def test_demo_data_then_prepare(demo_chain, tmp_path):
     assert "reasonseg:train" in done.stderr and "refcoco:testB" in done.stderr and "total" in done.stderr
 
     stats = json.loads((out / "prepare_stats.json").read_text())
-    assert set(stats) == {"reasonseg:train", "reasonseg:val", "reasonseg:test",
-                          "refcoco:train", "refcoco:val", "refcoco:testA", "refcoco:testB"}
+    assert set(stats) == {"reasonseg:train", "reasonseg:val", "reasonseg:test", "refcoco:train", "refcoco:val",
+                          "refcoco:testA", "refcoco:testB", "ade20k:train", "llava_instruct_150k:train"}
     checked = 0
     for split in ("train", "val", "test"):
         for line in (out / "reasonseg" / split / "manifest.jsonl").read_text().splitlines():
@@ -98,4 +98,4 @@ def test_shards_hold_every_prepared_sample_with_its_keyword(demo_chain):
         assert [shard["samples"] for shard in split["shards"]][:-1] == [3] * (len(split["shards"]) - 1), name
         assert sum(shard["samples"] for shard in split["shards"]) == split["samples"] and split["errors"] == 0
     assert index["splits"]["reasonseg:train"]["targets_with_keyword"] == 8  # of the 16 demo images, 8 train
-    assert index["totals"]["samples"] == 16 + 16  # reasonseg + refcoco
+    assert index["totals"]["samples"] == sum(split["images"] for split in prepared.values())

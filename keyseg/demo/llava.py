@@ -72,12 +72,13 @@ def _conversation(index: int, shapes: list[Shape], width: int, height: int) -> l
             _turn("gpt", "Their colours are " + ", ".join(shape.color for shape in shapes) + ".")]
 
 
-def write_llava_instruct(root: Path, seed: int, n: int, width: int, height: int) -> dict[str, Any]:
+def write_llava_instruct(root: Path, seed: int, n: int, width: int, height: int,
+                         faults: bool = True) -> dict[str, Any]:
     """Write `root/llava_dataset/llava_instruct_150k.json` and its `root/coco/train2017/*.jpg`.
 
     `root` is the data dir. `n` images get conversations (every fifth image a second one);
-    two more records follow: one naming an image that is not written, one malformed.
-    Returns a summary."""
+    with `faults`, two more records follow that a reader must refuse: one naming an image
+    that is not written, one malformed. Returns a summary."""
     if n < 1:
         raise ValueError("the LLaVA-Instruct demo needs at least one image")
     root = Path(root)
@@ -93,11 +94,13 @@ def write_llava_instruct(root: Path, seed: int, n: int, width: int, height: int)
         if index % 5 == 4:  # a second conversation about the same image: same id, same image
             records.append({"id": record_id, "image": name,
                             "conversations": _conversation(index + 1, shapes, width, height)})
-    missing = image_name(n)  # never written
-    records.append({"id": missing[:-4], "image": missing, "conversations": [
-        _turn("human", "<image>\nWhat is in this picture?"), _turn("gpt", "Nothing at all.")]})
-    records.append({"id": image_name(0)[:-4], "image": image_name(0), "conversations": [
-        _turn("human", "<image>\nWhat is this?"), _turn("human", "Please answer."), _turn("gpt", "Shapes.")]})
+    usable = len(records)
+    if faults:
+        missing = image_name(n)  # never written
+        records.append({"id": missing[:-4], "image": missing, "conversations": [
+            _turn("human", "<image>\nWhat is in this picture?"), _turn("gpt", "Nothing at all.")]})
+        records.append({"id": image_name(0)[:-4], "image": image_name(0), "conversations": [
+            _turn("human", "<image>\nWhat is this?"), _turn("human", "Please answer."), _turn("gpt", "Shapes.")]})
     images = root / IMAGE_DIR
     for path in sorted(images.iterdir()):  # drop demo images left over from an earlier, larger run
         if NAME_RE.match(path.name) and path.name not in keep:
@@ -107,6 +110,6 @@ def write_llava_instruct(root: Path, seed: int, n: int, width: int, height: int)
         "root": str(root / LLAVA_JSON.parent),
         "records": len(records),
         "images": n,
-        "usable": len(records) - 2,
-        "specials": {"missing_image": len(records) - 2, "malformed": len(records) - 1},
+        "usable": usable,
+        "specials": {"missing_image": usable, "malformed": usable + 1} if faults else {},
     }

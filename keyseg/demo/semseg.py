@@ -4,6 +4,8 @@ Each image is a scene of two "stuff" bands and a few shapes; its label file hold
 source's raw values (ADE20K 1..150 with 0 = other, COCO-Stuff 0..181 with 255 =
 unlabeled, Mapillary indices into its config). The first images of each source are the
 awkward cases a reader must handle (`SPECIALS`); `write_*` return which image has which.
+With `faults=False` the cases a reader must refuse (`FAULTS`: error rows in `keyseg
+prepare`) are left out, so the data prepares cleanly, as `make demo` needs.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ SPECIALS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("unknown_label",),  # a value past the config's labels
     ),
 }
+
+# The awkward cases `keyseg prepare` reports as errors (the file is refused).
+FAULTS = frozenset({"missing_label", "missing_image", "wrong_size", "unknown_label"})
 
 # ADE20K raw values (1-based into ade20k_classes.json; 0 = "other").
 ADE20K_STUFF = (1, 3, 4, 7, 10, 14, 17, 22)  # wall, sky, floor, road, grass, earth, mountain, water
@@ -125,9 +130,10 @@ def _grey_png(labels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _tags(source: str, index: int) -> tuple[str, ...]:
+def _tags(source: str, index: int, faults: bool) -> tuple[str, ...]:
     specials = SPECIALS[source]
-    return specials[index] if index < len(specials) else ()
+    tags = specials[index] if index < len(specials) else ()
+    return tags if faults else tuple(tag for tag in tags if tag not in FAULTS)
 
 
 def _remove_stale(folder: Path, pattern: re.Pattern, keep: set[str]) -> None:
@@ -138,14 +144,15 @@ def _remove_stale(folder: Path, pattern: re.Pattern, keep: set[str]) -> None:
                 path.unlink()
 
 
-def write_ade20k(root: Path, seed: int, n_images: int, width: int, height: int) -> dict[str, Any]:
+def write_ade20k(root: Path, seed: int, n_images: int, width: int, height: int,
+                 faults: bool = True) -> dict[str, Any]:
     """Write `root/ade20k/{images,annotations}/training`; returns a summary."""
     images, annotations = Path(root) / "ade20k" / "images" / "training", Path(root) / "ade20k" / "annotations" / "training"
     colors = _colors(seed)
     keep_images, keep_labels, specials = set(), set(), {}
     for index in range(n_images):
         rng = seeded_rng(seed, STREAMS["ade20k"], index)
-        tags = _tags("ade20k", index)
+        tags = _tags("ade20k", index, faults)
         name = f"ADE_train_{index + 1:08d}"
         label_width = width + 8 if "wrong_size" in tags else width
         labels = _scene_labels(rng, label_width, height, ADE20K_STUFF, ADE20K_THINGS)
@@ -172,14 +179,15 @@ def write_ade20k(root: Path, seed: int, n_images: int, width: int, height: int) 
     return {"root": str(Path(root) / "ade20k"), "images": n_images, "labels": len(keep_labels), "specials": specials}
 
 
-def write_cocostuff(root: Path, seed: int, n_images: int, width: int, height: int) -> dict[str, Any]:
+def write_cocostuff(root: Path, seed: int, n_images: int, width: int, height: int,
+                    faults: bool = True) -> dict[str, Any]:
     """Write `root/cocostuff/train2017/*.png` and their `root/coco/train2017/*.jpg`."""
     labels_dir, images_dir = Path(root) / "cocostuff" / "train2017", Path(root) / "coco" / "train2017"
     colors = _colors(seed)
     keep_images, keep_labels, specials = set(), set(), {}
     for index in range(n_images):
         rng = seeded_rng(seed, STREAMS["cocostuff"], index)
-        tags = _tags("cocostuff", index)
+        tags = _tags("cocostuff", index, faults)
         name = f"{COCOSTUFF_IMAGE_OFFSET + index:012d}"
         label_width = width + 8 if "wrong_size" in tags else width
         labels = _scene_labels(rng, label_width, height, COCOSTUFF_STUFF, COCOSTUFF_THINGS)
@@ -230,7 +238,8 @@ def mapillary_config() -> dict[str, Any]:
     }
 
 
-def write_mapillary(root: Path, seed: int, n_images: int, width: int, height: int) -> dict[str, Any]:
+def write_mapillary(root: Path, seed: int, n_images: int, width: int, height: int,
+                    faults: bool = True) -> dict[str, Any]:
     """Write `root/mapillary/config_v2.0.json`, `training/v2.0/labels/*.png` (palette
     PNGs coloured by the config, as the real ones) and `training/images/*.jpg`."""
     base = Path(root) / "mapillary"
@@ -241,7 +250,7 @@ def write_mapillary(root: Path, seed: int, n_images: int, width: int, height: in
     keep_images, keep_labels, specials = set(), set(), {}
     for index in range(n_images):
         rng = seeded_rng(seed, STREAMS["mapillary"], index)
-        tags = _tags("mapillary", index)
+        tags = _tags("mapillary", index, faults)
         name = f"demo_mly_{index:05d}"
         label_width = width + 8 if "wrong_size" in tags else width
         labels = _scene_labels(rng, label_width, height, MAPILLARY_STUFF, MAPILLARY_THINGS)

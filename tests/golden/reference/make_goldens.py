@@ -1275,6 +1275,205 @@ def vqa_golden(lisa, keyseg_checkout: Path, tokenizer, root: Path, clip_dir: Pat
 
 
 # ---------------------------------------------------------------------------
+# semseg.json: label-map and part sources through LISA's SemSegDataset and collate
+# ---------------------------------------------------------------------------
+
+SEMSEG_WIDTH, SEMSEG_HEIGHT = 24, 18
+SEMSEG_SEEDS = 8  # seeds tried per source; repeated draws are dropped
+# Label maps as a background value and rectangles (value, x0, y0, x1, y1) painted in order,
+# in the values the files hold (before the reference's per-source remapping).
+SEMSEG_LABEL_MAPS = {
+    "ade20k": {
+        # raw 0 and raw 255 are both ignore after the shift; raw 150 is the last class
+        "ADE_train_00000001": (1, [(3, 0, 0, 24, 6), (150, 2, 8, 8, 14), (0, 18, 12, 24, 18), (13, 10, 8, 16, 16)]),
+        "ADE_train_00000002": (0, [(5, 0, 0, 12, 18), (21, 12, 4, 20, 10)]),
+        "ADE_train_00000003": (2, [(255, 0, 0, 6, 6), (7, 6, 0, 12, 6), (12, 12, 0, 18, 9), (33, 0, 9, 9, 18),
+                                   (150, 15, 12, 24, 18)]),
+        "ADE_train_00000004": (0, []),  # nothing but ignore: the reference draws again
+    },
+    "cocostuff": {
+        # names, looked up in LISA's class list: "-" classes become ignore
+        "000000000201": ("grass", [("person", 2, 2, 10, 16), ("street sign", 12, 2, 16, 6),
+                                   ("building-other", 16, 0, 24, 8), (255, 0, 14, 6, 18)]),
+        "000000000202": ("wall-other", [("dog", 4, 6, 14, 16), ("tree", 14, 0, 24, 18)]),
+        "000000000203": ("wall-brick", [("cup", 3, 3, 9, 9), ("sky", 9, 0, 24, 3)]),
+    },
+    "mapillary": {
+        "mapillary_0001": (5, [(3, 2, 0, 6, 10), (4, 8, 8, 20, 16), (2, 0, 16, 24, 18)]),
+        "mapillary_0002": (2, [(0, 10, 2, 14, 6)]),
+    },
+}
+SEMSEG_MAPILLARY_READABLE = ["Bird", "Ground Animal", "Curb", "Traffic Light", "Car", "Unlabeled"]
+# COCO-format part files: categories (id, name as in the file) and per image its annotations
+# (category id, polygon).
+SEMSEG_PART_CATEGORIES = {
+    "paco_lvis": [(1, "dog"), (2, "dog:tail"), (3, "bottle_(drink):cap_(bottle)"), (4, "trash_can"),
+                  (5, " car_(automobile):wheel "), (6, "mug:handle_(mug)")],
+    "pascal_part": [(11, "dog:head"), (12, "person:hand"), (13, "aeroplane:body"), (14, "dog:tail")],
+}
+SEMSEG_PART_IMAGES = {
+    "paco_lvis": {
+        301: [(1, [2, 2, 14, 2, 14, 12, 2, 12]), (2, [14, 8, 20, 6, 20, 9]), (3, [18, 12, 22, 12, 22, 16, 18, 16]),
+              (5, [2, 13, 8, 13, 8, 17, 2, 17])],
+        302: [(4, [4, 4, 12, 4, 12, 14, 4, 14]), (6, [14, 6, 20, 6, 20, 12, 14, 12])],
+    },
+    "pascal_part": {
+        401: [(11, [2, 2, 10, 2, 10, 10, 2, 10]), (12, [12, 4, 18, 4, 18, 8]), (14, [4, 12, 20, 12, 20, 16, 4, 16]),
+              (13, [14, 10, 22, 10, 22, 17, 14, 17])],
+        402: [(12, [6, 6, 16, 6, 16, 14, 6, 14])],
+    },
+}
+SEMSEG_SOURCES = ("ade20k", "cocostuff", "mapillary", "paco_lvis", "pascal_part")
+
+
+def semseg_label_map(background, rectangles, lookup) -> np.ndarray:
+    label = np.full((SEMSEG_HEIGHT, SEMSEG_WIDTH), lookup(background), dtype=np.uint8)
+    for value, x0, y0, x1, y1 in rectangles:
+        label[y0:y1, x0:x1] = lookup(value)
+    return label
+
+
+def semseg_part_file(source: str) -> dict:
+    images, annotations = [], []
+    for image_id, anns in SEMSEG_PART_IMAGES[source].items():
+        file_name = f"train2017/{image_id:012d}.jpg" if source == "paco_lvis" else f"2008_{image_id:06d}.jpg"
+        images.append({"id": image_id, "file_name": file_name, "width": SEMSEG_WIDTH, "height": SEMSEG_HEIGHT})
+        for number, (category_id, polygon) in enumerate(anns):
+            xs, ys = polygon[0::2], polygon[1::2]
+            annotations.append({"id": image_id * 10 + number, "image_id": image_id, "category_id": category_id,
+                                "segmentation": [[float(v) for v in polygon]], "iscrowd": 0,
+                                "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)], "area": 1.0})
+    categories = [{"id": i, "name": name} for i, name in SEMSEG_PART_CATEGORIES[source]]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def write_semseg_dataset(root: Path, lisa_checkout: Path) -> dict:
+    """The five layouts under `root`; returns the files as data (label maps as lists, the JSON
+    documents) so the test can write the same files for keyseg."""
+    import cv2
+
+    cocostuff_names = [line.strip().split(": ")[-1]
+                       for line in (lisa_checkout / "utils/cocostuff_classes.txt").read_text().splitlines()[1:]]
+
+    def cocostuff_value(value):
+        return value if isinstance(value, int) else cocostuff_names.index(value)
+
+    folders = {"ade20k": ("ade20k/annotations/training", "ade20k/images/training"),
+               "cocostuff": ("cocostuff/train2017", "coco/train2017"),
+               "mapillary": ("mapillary/training/v2.0/labels", "mapillary/training/images")}
+    files = {}
+    for source, maps in SEMSEG_LABEL_MAPS.items():
+        label_dir, image_dir = folders[source]
+        lookup = cocostuff_value if source == "cocostuff" else int
+        files[source] = {"label_dir": label_dir, "image_dir": image_dir, "label_maps": {}}
+        for stem, (background, rectangles) in maps.items():
+            label = semseg_label_map(background, rectangles, lookup)
+            (root / label_dir).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / label_dir / f"{stem}.png"), label)
+            write_image(root / image_dir / f"{stem}.jpg", SEMSEG_WIDTH, SEMSEG_HEIGHT)
+            files[source]["label_maps"][stem] = label.tolist()
+    config = {"labels": [{"readable": name, "name": name.lower().replace(" ", "-")}
+                         for name in SEMSEG_MAPILLARY_READABLE]}
+    (root / "mapillary" / "config_v2.0.json").write_text(json.dumps(config), encoding="utf-8")
+    files["mapillary"]["config_v2.0.json"] = config
+    part_files = {"paco_lvis": "vlpart/paco/annotations/paco_lvis_v1_train.json",
+                  "pascal_part": "vlpart/pascal_part/train.json"}
+    part_images = {"paco_lvis": "coco", "pascal_part": "vlpart/pascal_part/VOCdevkit/VOC2010/JPEGImages"}
+    for source, relative in part_files.items():
+        document = semseg_part_file(source)
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(json.dumps(document), encoding="utf-8")
+        for image in document["images"]:
+            write_image(root / part_images[source] / image["file_name"], SEMSEG_WIDTH, SEMSEG_HEIGHT)
+        files[source] = {"annotation_file": relative, "image_dir": part_images[source], "document": document}
+    return files
+
+
+def mask_rows(mask: torch.Tensor) -> list[str]:
+    return ["".join("1" if v else "0" for v in row) for row in mask.bool().tolist()]
+
+
+def semseg_items(lisa, lisa_checkout: Path, root: Path, clip_dir: Path, tokenizer, source: str) -> list[tuple]:
+    """Items of HybridDataset(dataset="sem_seg", sem_seg_data=source), one per seed, with the
+    template draws; repeated items (same image, classes and draws) are dropped."""
+    cwd = os.getcwd()
+    os.chdir(lisa_checkout)  # init_ade20k / init_cocostuff open utils/... relative to the cwd
+    try:
+        hybrid = lisa.dataset.HybridDataset(
+            str(root), tokenizer, str(clip_dir), samples_per_epoch=100, precision="fp32", image_size=IMAGE_SIZE,
+            num_classes_per_sample=NUM_CLASSES_PER_SAMPLE, exclude_val=False, dataset="sem_seg", sample_rate=[1],
+            sem_seg_data=source)
+    finally:
+        os.chdir(cwd)
+    inner = hybrid.all_datasets[0]
+    if source in ("ade20k", "cocostuff", "mapillary"):
+        # glob order depends on the file system: sort the (image, label) pairs
+        images, labels = inner.data2list[source]
+        pairs = sorted(zip(images, labels), key=lambda pair: pair[1])
+        inner.data2list[source] = ([p[0] for p in pairs], [p[1] for p in pairs])
+    named = {"SHORT_QUESTION_LIST": lisa.utils.SHORT_QUESTION_LIST, "ANSWER_LIST": lisa.utils.ANSWER_LIST}
+    items, seen = [], set()
+    for seed in range(SEMSEG_SEEDS):
+        random.seed(seed)
+        np.random.seed(seed)
+        with ChoiceRecorder(named) as recorder:
+            item = hybrid[0]
+        draws = [d for d in recorder.draws if d[0] != "other"]
+        key = (Path(item[0]).name, tuple(item[8]), tuple(draws))
+        if key in seen:
+            continue
+        seen.add(key)
+        items.append((seed, item, draws))
+    return items
+
+
+def semseg_item_record(source: str, root: Path, seed: int, item: tuple, draws: list) -> dict:
+    questions = [d[1] for d in draws if d[0] == "SHORT_QUESTION_LIST"]
+    answers = [d[1] for d in draws if d[0] == "ANSWER_LIST"]
+    assert [d[0] for d in draws] == ["SHORT_QUESTION_LIST", "ANSWER_LIST"] * len(item[8]), draws
+    return {
+        "source": source, "seed": seed,
+        "image": Path(item[0]).relative_to(root).as_posix(),
+        "sampled_classes": [name if isinstance(name, str) else list(name) for name in item[8]],
+        "questions": list(item[7]),
+        "question_templates": questions, "answer_templates": answers,
+        "dataset_conversations": list(item[3]),
+        "masks": [mask_rows(mask) for mask in item[4]],
+        "label_values": sorted({int(v) for v in item[5].flatten().tolist()}),
+    }
+
+
+def semseg_golden(lisa, lisa_checkout: Path, tokenizer, root: Path, clip_dir: Path, seg_id: int, key_id: int) -> dict:
+    files = write_semseg_dataset(root, lisa_checkout)
+    collate = partial(lisa.dataset.collate_fn, tokenizer=tokenizer, conv_type="llava_v1", use_mm_start_end=True,
+                      local_rank=0)
+
+    def run(entries: list[tuple]) -> dict:
+        # The collate rewrites the conversation list in place: give it copies.
+        return collate([item[:3] + (list(item[3]),) + item[4:] for _, item, _ in entries])
+
+    cases = []
+    for source in SEMSEG_SOURCES:
+        entries = semseg_items(lisa, lisa_checkout, root, clip_dir, tokenizer, source)
+        for number, entry in enumerate(entries):
+            cases.append({"name": f"{source}-{number}", "items": [semseg_item_record(source, root, *entry)],
+                          **collate_record(run([entry]), tokenizer, seg_id, key_id)})
+        pair = entries[:2]
+        cases.append({"name": f"{source}-batch", "items": [semseg_item_record(source, root, *e) for e in pair],
+                      **collate_record(run(pair), tokenizer, seg_id, key_id)})
+    return {
+        "tokenizer": "tiny_llama (loaded as ha-erim/KeySeg finetune.py:195-213 does)",
+        "dataset": "dvlab-research/LISA utils/dataset.py HybridDataset(dataset='sem_seg', sem_seg_data=<source>) "
+                   "over utils/sem_seg_dataset.py SemSegDataset (byte-identical in ha-erim/KeySeg); collate_fn "
+                   "of utils/dataset.py with conv_type llava_v1, use_mm_start_end True",
+        "model_max_length": tokenizer.model_max_length,
+        "size": [SEMSEG_WIDTH, SEMSEG_HEIGHT],
+        "files": files,
+        "cases": cases,
+    }
+
+
+# ---------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------
 
@@ -1390,6 +1589,13 @@ def main(argv: list[str] | None = None) -> int:
         vqa = vqa_golden(lisa, args.keyseg.resolve(), tokenizer, root, clip_dir, seg_id, key_id)
     write_golden(args.out / "vqa.json", reference, vqa)
     print("vqa cases:", len(vqa["cases"]), "rejected:", len(vqa["rejected"]))
+    # After vqa.json for the same reason: its own seeds, the other files unchanged.
+    with tempfile.TemporaryDirectory(prefix="keyseg-goldens-semseg-") as tmp:
+        root = Path(tmp)
+        clip_dir = write_fake_dataset(root)
+        semseg = semseg_golden(lisa, args.lisa.resolve(), tokenizer, root, clip_dir, seg_id, key_id)
+    write_golden(args.out / "semseg.json", reference, semseg)
+    print("semseg cases:", len(semseg["cases"]))
     print("cases per protocol:", protocols)
     return 0
 

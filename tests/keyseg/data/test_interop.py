@@ -114,7 +114,7 @@ def test_schema_check_and_hf_features_name_the_same_fields():
 def written_set(tmp_path_factory):
     """`keyseg shard` output over the demo data: ReasonSeg (null ann_id) and refCOCO (ints)."""
     root = tmp_path_factory.mktemp("written")
-    demo_data.run(demo_data.DemoDataConfig(out=root / "data", images=12))
+    demo_data.run(demo_data.DemoDataConfig(out=root / "data", images=12, sources=("reasonseg", "refcoco")))
     prepare.run(prepare.PrepareConfig(data_dir=root / "data", out=root / "prepared", workers=1, show_progress=False))
     shard.run(shard.ShardConfig(prepared=root / "prepared", out=root / "shards", workers=1, show_progress=False,
                                 maxcount=2))

@@ -30,9 +30,10 @@ def outs(tmp_path_factory):
     a = tmp_path_factory.mktemp("seed0_a")
     b = tmp_path_factory.mktemp("seed0_b")
     c = tmp_path_factory.mktemp("seed1")
-    summary = run(DemoDataConfig(out=a, seed=0, images=N_IMAGES, width=W, height=H)).summary
-    run(DemoDataConfig(out=b, seed=0, images=N_IMAGES, width=W, height=H))
-    run(DemoDataConfig(out=c, seed=1, images=N_IMAGES, width=W, height=H))
+    sources = ("reasonseg", "refcoco")
+    summary = run(DemoDataConfig(out=a, seed=0, images=N_IMAGES, width=W, height=H, sources=sources)).summary
+    run(DemoDataConfig(out=b, seed=0, images=N_IMAGES, width=W, height=H, sources=sources))
+    run(DemoDataConfig(out=c, seed=1, images=N_IMAGES, width=W, height=H, sources=sources))
     return {"a": a, "b": b, "c": c, "summary": summary}
 
 
@@ -72,7 +73,7 @@ def test_layout(outs):
     assert len(imgs) == N_IMAGES
     cfg = json.loads((root / "demo_data_config.json").read_text())
     assert cfg == {"out": str(root), "seed": 0, "images": N_IMAGES, "width": W, "height": H,
-                   "sources": ["reasonseg", "refcoco"]}
+                   "sources": ["reasonseg", "refcoco"], "faults": False}
     assert outs["summary"]["reason_seg"]["splits"] == {"train": 8, "val": 4, "test": 4}
     assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
 
@@ -250,6 +251,26 @@ def test_every_source_of_the_mixture_can_be_written_deterministically(tmp_path):
     for folder in ("reason_seg", "refer_seg/refclef", "ade20k", "cocostuff", "mapillary", "vlpart/paco",
                    "vlpart/pascal_part", "llava_dataset"):
         assert (tmp_path / "a" / folder).is_dir(), folder
+
+
+def test_by_default_one_source_of_each_kind_prepares_without_errors_and_faults_add_them(tmp_path):
+    from pipelines.demo_data import FAULT_WRITERS, WRITERS
+    from pipelines.prepare import PrepareConfig
+    from pipelines.prepare import run as prepare
+
+    clean = run(DemoDataConfig(out=tmp_path / "clean", images=8, width=64, height=48)).summary
+    assert set(clean) == {"out", "config", "reason_seg", "refcoco", "ade20k", "llava_instruct_150k"}
+    every = tuple(WRITERS)
+    run(DemoDataConfig(out=tmp_path / "all", images=8, width=64, height=48, sources=every))
+    result = prepare(PrepareConfig(data_dir=tmp_path / "all", out=tmp_path / "all-prepared", show_progress=False,
+                                   workers=1))
+    assert not result.failed and not [issue for issue in result.issues if issue["severity"] == "error"]
+
+    run(DemoDataConfig(out=tmp_path / "faults", images=8, width=64, height=48, sources=every, faults=True))
+    result = prepare(PrepareConfig(data_dir=tmp_path / "faults", out=tmp_path / "faults-prepared",
+                                   show_progress=False, workers=1))
+    failing = {issue["source"] for issue in result.issues if issue["severity"] == "error"}
+    assert result.failed and failing == set(FAULT_WRITERS)
 
 
 def test_an_unknown_source_is_a_usage_error(tmp_path):
