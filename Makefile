@@ -30,6 +30,8 @@ setup: $(STAMP)
 
 # Re-installs only when the project's requirements change: a no-op when up to date.
 $(STAMP): pyproject.toml constraints.txt
+	@test -x /usr/bin/chromedriver || { echo "installing Debian's chromium and chromium-driver (browser tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_ENV) $(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
@@ -72,9 +74,11 @@ $(DEMO_DIR)/eval_after/metrics.json: $(DEMO_TRAIN)/export/config.json
 $(DEMO_DIR)/summary.json: $(DEMO_DIR)/eval_before/metrics.json $(DEMO_DIR)/eval_after/metrics.json
 	$(BIN)/keyseg demo-report summary --demo-dir $(DEMO_DIR)
 
-# The README's pictures (docs/images/) from the last `make demo`.
+# The README's pictures (docs/images/) from the last `make demo`, with screenshots of
+# `keyseg chat` and `keyseg serve` (headless Chromium) on the trained demo model.
 readme-pictures: demo
 	$(BIN)/keyseg demo-report pictures --demo-dir $(DEMO_DIR) --shards $(DEMO_SHARDS) --out docs/images
+	$(BIN)/keyseg demo-report screenshots --demo-dir $(DEMO_DIR) --out docs/images
 
 clean-demo:
 	rm -rf $(DEMO_DIR) $(DEMO_SHARDS)

@@ -88,6 +88,11 @@ def _run_stage(stage, config, quiet: bool = False):
 # Options every command takes (Typer reads these markers as defaults).
 _progress = typer.Option(True, "--progress/--no-progress", help="Show progress (a bar, or a spinner for one long step).")
 _quiet = typer.Option(False, "--quiet", "-q", help="Print nothing but errors (reports and outputs are still written).")
+# Where a model runs for inference (keyseg.model.devices).
+_device = typer.Option("auto", "--device", help="auto (the GPU when there is one), cpu, cuda or cuda:N.")
+_dtype = typer.Option("fp32", "--dtype", help="Precision: fp32, bf16 or fp16 (the reference's --precision).")
+_load_in = typer.Option("full", "--load-in", help="full, or 8bit / 4bit: quantise the language model with "
+                                                  "bitsandbytes (needs a CUDA device).")
 
 
 @app.command("demo-data")
@@ -371,6 +376,7 @@ def evaluate(
     batch_size: int = typer.Option(4, min=1, help="Samples per data-loader batch (each query still runs in its own forward, as in LISA)."),
     visualize: int = typer.Option(0, min=0, help="Gallery of the K worst and K best queries (gallery/index.html)."),
     gpus: int = typer.Option(0, min=0, help="Evaluate with this many processes (torchrun); each sample exactly once."),
+    device: str = _device, dtype: str = _dtype, load_in: str = _load_in,
     progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """gIoU / cIoU by the LISA protocol for a model, or for any model's predicted masks."""
@@ -386,7 +392,7 @@ def evaluate(
     config = stage.EvaluateConfig(shards=shards, splits=list(split), out=out, model=model, predictions=predictions,
                                   missing_as_empty=missing_as_empty, generate=generate, batch_size=batch_size,
                                   visualize=visualize, show_progress=progress, allow_skips=allow_skips,
-                                  refer_protocol=refer_protocol)
+                                  refer_protocol=refer_protocol, device=device, dtype=dtype, load_in=load_in)
     _run_stage(stage, config, quiet)
 
 
@@ -398,13 +404,53 @@ def predict(
     queries: Optional[Path] = typer.Option(None, "--queries", help="JSONL file of {\"image\": path, \"query\": text, \"id\": optional name} lines instead of --image/--query; image paths as on the command line (absolute or relative to the current folder). A bad line is reported and skipped."),
     out: Path = typer.Option(Path("predictions"), help="Folder for <id>_mask.png, <id>_overlay.png and predictions.jsonl."),
     generate: bool = typer.Option(True, help="Generate the answer freely (else the teacher-forced \"[SEG]. [KEY].\")."),
+    device: str = _device, dtype: str = _dtype, load_in: str = _load_in,
     progress: bool = _progress, quiet: bool = _quiet,
 ) -> None:
     """Segment what a query asks for in an image; print the answer and keyword; write mask and overlay PNGs."""
     from pipelines import predict as stage
 
     _run_stage(stage, stage.PredictConfig(model=model, out=out, image=image, query=query, queries=queries,
-                                          generate=generate, show_progress=progress), quiet)
+                                          generate=generate, device=device, dtype=dtype, load_in=load_in,
+                                          show_progress=progress), quiet)
+
+
+@app.command()
+def chat(
+    model: Path = typer.Option(..., help="An exported model folder or a training run/checkpoint."),
+    image: Optional[Path] = typer.Option(None, help="The first image to ask about (later: /image PATH)."),
+    out: Path = typer.Option(Path("chat"), help="Folder for turn_<n>_mask.png, turn_<n>_overlay.png and "
+                                                "chat_history.jsonl."),
+    generate: bool = typer.Option(True, help="Generate the answer freely (else the teacher-forced \"[SEG]. [KEY].\")."),
+    device: str = _device, dtype: str = _dtype, load_in: str = _load_in,
+    progress: bool = _progress, quiet: bool = _quiet,
+) -> None:
+    """Ask a model about images interactively, one query per line (standard input may be a pipe)."""
+    from pipelines import chat as stage
+
+    _run_stage(stage, stage.ChatConfig(model=model, out=out, image=image, generate=generate, device=device,
+                                       dtype=dtype, load_in=load_in, show_progress=progress), quiet)
+
+
+@app.command()
+def serve(
+    model: Path = typer.Option(..., help="An exported model folder or a training run/checkpoint."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 lets anyone who reaches the port use "
+                                               "the model."),
+    port: int = typer.Option(7860, help="Port to listen on."),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest image upload accepted, in MiB."),
+    example: Optional[list[str]] = typer.Option(None, "--example", help="IMAGE::QUERY shown as a clickable "
+                                                                         "example, repeatable."),
+    generate: bool = typer.Option(True, help="Generate the answer freely (else the teacher-forced \"[SEG]. [KEY].\")."),
+    device: str = _device, dtype: str = _dtype, load_in: str = _load_in,
+    progress: bool = _progress, quiet: bool = _quiet,
+) -> None:
+    """A web page (Gradio) and a JSON endpoint (POST /api/segment) for a model."""
+    from pipelines import serve as stage
+
+    _run_stage(stage, stage.ServeConfig(model=model, host=host, port=port, max_upload_mb=max_upload_mb,
+                                        examples=list(example or []), generate=generate, device=device,
+                                        dtype=dtype, load_in=load_in, show_progress=progress), quiet)
 
 
 demo_report_app = typer.Typer(help="What `make demo` records and reports: stage times, the summary, the README's pictures.",
@@ -447,6 +493,19 @@ def demo_report_pictures(
     from pipelines import demo_report as stage
 
     _run_stage(stage, stage.PicturesConfig(demo_dir=demo_dir, shards_dir=shards, out_dir=out), quiet)
+
+
+@demo_report_app.command("screenshots")
+def demo_report_screenshots(
+    demo_dir: Path = typer.Option(..., "--demo-dir", help="A finished demo run folder."),
+    out: Path = typer.Option(..., "--out", help="Folder for chat.svg and serve.png, e.g. docs/images."),
+    port: int = typer.Option(7871, help="A free local port for the server while the page is captured."),
+    progress: bool = _progress, quiet: bool = _quiet,
+) -> None:
+    """Screenshots of `keyseg chat` and `keyseg serve` on the trained demo model, for the README."""
+    from pipelines import demo_report as stage
+
+    _run_stage(stage, stage.ScreenshotsConfig(demo_dir=demo_dir, out_dir=out, port=port), quiet)
 
 
 @app.command("reproduce-check")

@@ -4,6 +4,8 @@ time:     run one stage's command, and when it succeeds record its wall time in 
           (a failed stage keeps no time: make runs it again).
 summary:  the table of scores before and after training and of stage times; summary.json.
 pictures: the README's pictures from a finished demo run, into OUT_DIR.
+screenshots: `keyseg chat` (a terminal transcript, SVG) and `keyseg serve` (the page in
+          headless Chromium, PNG) on the trained demo model, into OUT_DIR.
 
 What is measured and picked lives in keyseg.demo.report.
 """
@@ -16,7 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from keyseg.demo.report import SPLITS, demo_summary, readme_pictures, time_record, time_record_path, timed_call
+from keyseg.demo.report import (SPLITS, demo_summary, headless_chromium, readme_pictures, showcase_query, time_record,
+                                time_record_path, timed_call)
 from keyseg.io import atomic_write_bytes, atomic_write_json
 from keyseg.runner import StageResult, summary_table
 
@@ -42,7 +45,14 @@ class PicturesConfig:
     gallery_rows: int = 3
 
 
-DemoReportConfig = TimeConfig | SummaryConfig | PicturesConfig
+@dataclass
+class ScreenshotsConfig:
+    demo_dir: Path  # a finished demo run (its trained model, data and evaluation)
+    out_dir: Path  # e.g. docs/images
+    port: int = 7871
+
+
+DemoReportConfig = TimeConfig | SummaryConfig | PicturesConfig | ScreenshotsConfig
 
 
 @dataclass(kw_only=True)
@@ -62,6 +72,8 @@ def run(config: DemoReportConfig, console: Console | None = None) -> DemoReportR
         return _summary(config, console)
     if isinstance(config, PicturesConfig):
         return _pictures(config, console)
+    if isinstance(config, ScreenshotsConfig):
+        return _screenshots(config, console)
     raise TypeError(f"not a demo-report config: {type(config).__name__}")
 
 
@@ -111,3 +123,86 @@ def _pictures(config: PicturesConfig, console: Console) -> DemoReportResult:
         written.append(out_dir / name)
         console.print(escape(str(out_dir / name)), highlight=False)
     return DemoReportResult(written=written)
+
+
+def _screenshots(config: ScreenshotsConfig, console: Console) -> DemoReportResult:
+    import io
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    import urllib.request
+
+
+    model = Path(config.demo_dir) / "train" / "export"
+    image, query = showcase_query(config.demo_dir)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # chat: the real command, fed two lines through a pipe; the transcript shows each typed
+    # line after the prompt a terminal would show, then what the command printed for it
+    shown_image = os.path.relpath(image)
+    with tempfile.TemporaryDirectory() as scratch:
+        done = subprocess.run([sys.executable, "-m", "cli", "chat", "--model", str(model.resolve()), "--out", "chat",
+                               "--device", "cpu", "--no-generate"], input=f"/image {image.resolve()}\n{query}\n",
+                              capture_output=True, text=True, cwd=scratch,
+                              env={**os.environ, "PYTHONPATH": os.getcwd(), "COLUMNS": "100"})
+    if done.returncode != 0:
+        console.print(f"[red]error:[/] keyseg chat exited with status {done.returncode}: {escape(done.stderr[-500:])}")
+        return DemoReportResult(failed=1, problems=[f"keyseg chat exited with {done.returncode}"])
+    status = [line for line in done.stderr.splitlines() if line.strip()]
+    record = Console(record=True, width=100, file=io.StringIO(), force_terminal=True)
+    record.print(f"$ keyseg chat --model {os.path.relpath(model)} --no-generate", highlight=False)
+    record.print(escape(status[0].replace(str(model.resolve()), os.path.relpath(model))), highlight=False)
+    record.print(f"[bold cyan]keyseg>[/] /image {escape(shown_image)}", highlight=False)
+    record.print(escape(status[1].replace(str(image.resolve()), shown_image)), highlight=False)
+    record.print(f"[bold cyan]keyseg>[/] {escape(query)}", highlight=False)
+    record.print(escape(done.stdout.rstrip()), highlight=False)
+    svg = out_dir / "chat.svg"
+    atomic_write_bytes(svg, record.export_svg(title="keyseg chat").encode("utf-8"))
+
+    # serve: the page after one query
+    command = [sys.executable, "-m", "cli", "serve", "--model", str(model), "--port", str(config.port),
+               "--device", "cpu", "--no-generate", "--example", f"{image}::{query}"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{config.port}"
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"{url}/api/health", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None:
+                    console.print(f"[red]error:[/] keyseg serve exited with status {server.returncode}")
+                    return DemoReportResult(failed=1, problems=[f"keyseg serve exited with {server.returncode}"])
+                time.sleep(0.5)
+        png = _serve_screenshot(url, image, query)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    page = out_dir / "serve.png"
+    atomic_write_bytes(page, png)
+    for path in (svg, page):
+        console.print(escape(str(path)), highlight=False)
+    return DemoReportResult(written=[svg, page])
+
+
+def _serve_screenshot(url: str, image: Path, query: str) -> bytes:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = headless_chromium(1280, 1080)
+    try:
+        driver.get(url + "/")
+        wait = WebDriverWait(driver, 120)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image input[type=file]"))
+        driver.find_element(By.CSS_SELECTOR, "#image input[type=file]").send_keys(str(image.resolve()))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image img"))
+        driver.find_element(By.CSS_SELECTOR, "#query textarea").send_keys(query)
+        driver.find_element(By.CSS_SELECTOR, "#segment").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#overlay img")
+                   and d.find_element(By.CSS_SELECTOR, "#answer textarea").get_attribute("value"))
+        return driver.get_screenshot_as_png()
+    finally:
+        driver.quit()

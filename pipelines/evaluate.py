@@ -60,6 +60,19 @@ class EvaluateConfig:
     show_progress: bool = True
     allow_skips: bool = False  # exit 0 even when samples could not be scored
     refer_protocol: str = "lisa"  # refCOCO family: "lisa" (every sentence of every ref) or "release"
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (keyseg.model.devices)
+    dtype: str = "fp32"  # fp32, bf16, fp16
+    load_in: str = "full"  # full, 8bit, 4bit (bitsandbytes, CUDA only)
+
+
+def _placement(config: EvaluateConfig):
+    """Where the model runs; in a multi-process run `auto`/`cuda` give each process its GPU."""
+    from keyseg.model.devices import resolve_placement
+
+    try:
+        return resolve_placement(config.device, config.dtype, config.load_in, int(os.environ.get("LOCAL_RANK", 0)))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 @dataclass
@@ -87,6 +100,8 @@ class _SplitPart:
 def _check_usage(config: EvaluateConfig) -> None:
     if (config.model is None) == (config.predictions is None):
         raise UsageError("give exactly one of --model or --predictions")
+    if config.model is not None:
+        _placement(config)
     if not config.splits:
         raise UsageError("name at least one --split SOURCE:SPLIT")
     if config.batch_size < 1:
@@ -344,7 +359,7 @@ def _evaluate(config: EvaluateConfig, shard_set: ShardSet, shard_paths: dict[str
         if config.model is not None:
             from keyseg.training.export import load_for_evaluation
 
-            model, tokenizer, provenance = load_for_evaluation(config.model)
+            model, tokenizer, provenance = load_for_evaluation(config.model, _placement(config))
         with progress_bar(console, rank == 0 and config.show_progress, eta=False) as progress:
             for name in config.splits:
                 if model is not None:

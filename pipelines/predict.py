@@ -10,7 +10,8 @@ share a stem, so no output is ever written outside OUT or over another request's
 Image paths in a batch file are the user's own: absolute, or relative to the current
 folder, as on the command line. A bad line (not JSON, no image or query, a bad or repeated
 id, an unreadable image) is reported on one line and skipped; the other lines are still
-predicted, and the command exits 1.
+predicted, and the command exits 1. `predictions.jsonl` has one row per input line, in
+order, with its line number and `status` ("ok", or "error" with the reason).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.markup import escape
 
@@ -38,6 +38,9 @@ class PredictConfig:
     query: str | None = None
     queries: Path | None = None  # JSONL of {"image": path, "query": str, "id": optional}
     generate: bool = True  # free generation (else the teacher-forced "[SEG]. [KEY].")
+    device: str = "auto"  # auto, cpu, cuda, cuda:N (keyseg.model.devices)
+    dtype: str = "fp32"  # fp32, bf16, fp16
+    load_in: str = "full"  # full, 8bit, 4bit (bitsandbytes, CUDA only)
     show_progress: bool = True
 
 
@@ -57,87 +60,88 @@ def file_stem_id(image: str) -> str:
     return stem
 
 
-def _read_queries(path: Path) -> tuple[list[dict], list[str]]:
-    """Requests {"line", "image", "query", "id" (None: not given)} and the bad lines' errors."""
-    requests, errors = [], []
+def _read_queries(path: Path) -> list[dict]:
+    """One entry per line of the batch file, in order: {"line", "number", "image", "query",
+    "id" (None: not given)}, or {"line", "number", "error"} for a line that cannot be a request."""
+    entries = []
     for number, request, problem in json_lines(path):
-        where = f"{path}:{number}"
+        where = {"line": f"{path}:{number}", "number": number}
         if problem:
-            errors.append(f"{where}: {problem}")
+            entries.append({**where, "error": problem})
             continue
         if not isinstance(request, dict) or not isinstance(request.get("image"), str) \
                 or not isinstance(request.get("query"), str):
-            errors.append(f"{where}: each line needs an object with image and query strings")
+            entries.append({**where, "error": "each line needs an object with image and query strings"})
             continue
         given = request.get("id")
+        entry = {**where, "image": request["image"], "query": request["query"], "id": given}
         if given is not None and not is_plain_name(given):
-            errors.append(f"{where}: id {given!r} is not a plain file name (letters, digits, _+-.)")
-            continue
-        requests.append({"line": where, "image": request["image"], "query": request["query"], "id": given})
-    return requests, errors
+            entry["error"] = f"id {given!r} is not a plain file name (letters, digits, _+-.)"
+        entries.append(entry)
+    return entries
 
 
-def _assign_ids(requests: list[dict]) -> tuple[list[dict], list[str]]:
-    """Every request gets a unique id: given ids as they are (a repeated one is an error),
-    then image stems, numbered when taken."""
-    taken, kept, errors = set(), [], []
-    for request in requests:
-        if request["id"] is None:
+def _assign_ids(entries: list[dict]) -> None:
+    """Every usable entry gets a unique id, in place: given ids as they are (a repeated one
+    makes its line an error), then image stems, numbered when taken."""
+    taken = set()
+    for entry in entries:
+        if "error" in entry or entry["id"] is None:
             continue
-        if request["id"] in taken:
-            errors.append(f"{request['line']}: id {request['id']!r} is used by an earlier line")
-            request["refused"] = True
+        if entry["id"] in taken:
+            entry["error"] = f"id {entry['id']!r} is used by an earlier line"
             continue
-        taken.add(request["id"])
-    for request in requests:
-        if request.get("refused"):
+        taken.add(entry["id"])
+    for entry in entries:
+        if "error" in entry or entry["id"] is not None:
             continue
-        if request["id"] is None:
-            stem = file_stem_id(request["image"])
-            name, number = stem, 1
-            while name in taken:
-                number += 1
-                name = f"{stem}-{number}"
-            request["id"] = name
-            taken.add(name)
-        kept.append(request)
-    return kept, errors
+        stem = file_stem_id(entry["image"])
+        name, number = stem, 1
+        while name in taken:
+            number += 1
+            name = f"{stem}-{number}"
+        entry["id"] = name
+        taken.add(name)
 
 
-def _requests(config: PredictConfig) -> tuple[list[dict], list[str]]:
+def _requests(config: PredictConfig) -> list[dict]:
     if config.queries is not None:
         if config.image is not None or config.query is not None:
             raise UsageError("give --image and --query, or --queries FILE.jsonl, not both")
-        requests, errors = _read_queries(config.queries)
-        requests, duplicate_errors = _assign_ids(requests)
-        return requests, errors + duplicate_errors
-    if config.image is None or config.query is None:
+        entries = _read_queries(config.queries)
+    elif config.image is None or config.query is None:
         raise UsageError("give --image and --query, or --queries FILE.jsonl")
-    return _assign_ids([{"line": str(config.image), "image": str(config.image), "query": config.query,
-                         "id": None}])
-
-
-def _is_sentence(query: str) -> bool:
-    # Reasoning queries are questions or full sentences; referring phrases are short.
-    return query.strip().endswith("?") or len(query.split()) > 8
+    else:
+        entries = [{"line": str(config.image), "number": 1, "image": str(config.image), "query": config.query,
+                    "id": None}]
+    _assign_ids(entries)
+    return entries
 
 
 def run(config: PredictConfig, console: Console | None = None) -> PredictResult:
     console = console or Console(stderr=True)
-    from keyseg.data.conversation import ConversationConfig
-    from keyseg.data.transforms import ClipInput
+    from keyseg.evaluation.inference import Segmenter
+    from keyseg.model.devices import resolve_placement
     from keyseg.training.export import load_for_evaluation
 
-    requests, errors = _requests(config)
-    model, tokenizer, _ = load_for_evaluation(config.model)
-    clip = ClipInput(model.config.clip_image_size)
-    conversation = ConversationConfig()
+    entries = _requests(config)
+    try:
+        placement = resolve_placement(config.device, config.dtype, config.load_in)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    model, tokenizer, _ = load_for_evaluation(config.model, placement)
+    segmenter = Segmenter(model, tokenizer, generate=config.generate)
     out = Path(config.out)
-    result = PredictResult(problems=errors)
-    with progress_bar(console, config.show_progress and len(requests) > 1) as progress:
-        bar = progress.add_task("predict", total=len(requests))
-        for request in requests:
-            _predict_one(request, model, tokenizer, clip, conversation, out, config, result, console)
+    result = PredictResult()
+    with progress_bar(console, config.show_progress and len(entries) > 1) as progress:
+        bar = progress.add_task("predict", total=len(entries))
+        for entry in entries:
+            if "error" not in entry:
+                _predict_one(entry, segmenter, out, result, console)
+            if "error" in entry:
+                result.problems.append(f"{entry['line']}: {entry['error']}")
+                result.predictions.append({"line": entry["number"], "status": "error", "error": entry["error"],
+                                           **{key: entry.get(key) for key in ("id", "image", "query")}})
             progress.advance(bar)
     atomic_write_jsonl(out / "predictions.jsonl", result.predictions)
     result.failed = len(result.problems)
@@ -145,38 +149,29 @@ def run(config: PredictConfig, console: Console | None = None) -> PredictResult:
     return result
 
 
-def _predict_one(request, model, tokenizer, clip, conversation, out, config, result, console) -> None:
-    """Answer one request into `result` (a prediction, or a problem line when its image is unusable)."""
-    from keyseg.data.conversation import eval_query
-    from keyseg.data.transforms import decode_rgb, sam_input
-    from keyseg.evaluation.inference import predict_batch
+def _predict_one(request, segmenter, out, result, console) -> None:
+    """Answer one request into `result` (or set its "error" when its image is unusable)."""
+    from keyseg.data.transforms import decode_rgb
     from keyseg.masks.overlay import overlay_png, prediction_overlay
     from keyseg.masks.png import encode_png
 
     image_path = Path(request["image"])
     try:
         rgb = decode_rgb(image_path.read_bytes())
-        image_sam, resize = sam_input(rgb, model.config.sam_image_size)
-        image_clip = clip(rgb)
+        segmentation = segmenter(rgb, request["query"])
     except (OSError, ValueError) as error:  # missing, not an image, over the pixel bound, a sliver
-        result.problems.append(f"{request['line']}: {image_path}: cannot read the image ({error})")
+        request["error"] = f"{image_path}: cannot read the image ({error})"
         return
-    query = eval_query(request["query"], _is_sentence(request["query"]), conversation)
-    height, width = rgb.shape[:2]
-    batch = {"image_sam": image_sam[None], "image_clip": image_clip[None], "questions": [query.question],
-             "conversations": [query.conversation], "keywords": [None], "offsets": torch.tensor([0, 1]),
-             "masks": [torch.zeros((1, height, width), dtype=torch.uint8)], "resize": [resize],
-             "original_size": [(height, width)]}
-    (prediction,) = predict_batch(model, tokenizer, batch, generate=config.generate)
-    mask = prediction.mask.numpy()
+    mask, answer = segmentation.mask, segmentation.answer
     # The id is a plain file name (checked or built above): these stay inside OUT.
     mask_path = out / f"{request['id']}_mask.png"
     overlay_path = out / f"{request['id']}_overlay.png"
     atomic_write_bytes(mask_path, encode_png(mask.astype(np.uint8) * 255))
-    atomic_write_bytes(overlay_path, overlay_png(prediction_overlay(rgb, mask, request["query"])))
-    record = {"id": request["id"], "image": str(image_path), "query": request["query"],
-              "answer": prediction.answer, "keyword": prediction.keyword, "mask": str(mask_path),
-              "overlay": str(overlay_path), "foreground_pixels": int(mask.sum()), "prompt": prediction.prompt}
+    atomic_write_bytes(overlay_path, overlay_png(prediction_overlay(rgb, mask, request["query"], answer,
+                                                                    segmentation.keyword)))
+    record = {"line": request["number"], "status": "ok", "id": request["id"], "image": str(image_path),
+              "query": request["query"], "answer": answer, "keyword": segmentation.keyword, "mask": str(mask_path),
+              "overlay": str(overlay_path), "foreground_pixels": int(mask.sum()), "prompt": segmentation.prompt}
     result.predictions.append(record)
     # Queries, answers and file names are data: escaped, so "[/]" prints as itself.
     console.print(f"[bold]{escape(record['id'])}[/]: {escape(record['query'])}\n"

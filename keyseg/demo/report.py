@@ -122,3 +122,34 @@ def readme_pictures(demo_dir: Path, shards_dir: Path, gallery_rows: int = 3) -> 
     return {"prepare_overlays.png": _stacked_png(overlays, OVERLAY_WIDTH),
             "gallery.png": _stacked_png(gallery, GALLERY_WIDTH),
             "shard_stats.png": stats.read_bytes()}
+
+
+def showcase_query(demo_dir: Path) -> tuple[Path, str]:
+    """(image, query) for the README's chat and serve screenshots: the ReasonSeg val phrase
+    query the trained demo model segments best (its image in the demo data)."""
+    rows = [json.loads(line) for line in (Path(demo_dir) / "eval_after" / "per_sample.jsonl").read_text().splitlines()]
+    rows = [row for row in rows if row["split"] == "reasonseg:val" and not row["is_sentence"]]
+    if not rows:
+        raise DataError(demo_dir, "run `make demo` first: no ReasonSeg val phrase queries in eval_after/")
+    best = max(rows, key=lambda row: row["iou"])
+    name = best["id"].removeprefix("reasonseg-val-")
+    return Path(demo_dir) / "data" / "reason_seg" / "ReasonSeg" / "val" / f"{name}.jpg", best["query"]
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's packages (make setup)
+
+
+def headless_chromium(width: int = 1280, height: int = 1000):
+    """A Selenium driver for Debian's Chromium, headless; nothing is downloaded."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    if not Path(CHROMEDRIVER).is_file():
+        raise DataError(CHROMEDRIVER, "not installed: `make setup` installs Debian's chromium and chromium-driver")
+    options = Options()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     f"--window-size={width},{height}"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)

@@ -12,8 +12,12 @@ query whose answer has no [SEG] gets an empty mask.
 
 from __future__ import annotations
 
+import re
+import threading
+import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from keyseg.data.conversation import EVAL_ANSWER, conversation, generation_prompt, with_image_markers
@@ -54,7 +58,7 @@ def greedy_continue(model, tokens, image_features: torch.Tensor, prefix: str, ma
     spliced = model.splice_image_features(input_ids, attention, None, image_features[None])
     llm = model.llm
     outputs = llm(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, use_cache=True)
-    past, attention = outputs.past_key_values, spliced.attention_mask
+    past, attention = outputs.cache, spliced.attention_mask
     generated: list[int] = []
     eos = tokens.tokenizer.eos_token_id
     for _ in range(max_new_tokens):
@@ -67,8 +71,8 @@ def greedy_continue(model, tokens, image_features: torch.Tensor, prefix: str, ma
             break
         attention = torch.cat([attention, attention.new_ones((1, 1))], dim=1)
         embeds = llm.get_input_embeddings()(torch.tensor([[next_id]], device=input_ids.device))
-        outputs = llm(inputs_embeds=embeds, attention_mask=attention, past_key_values=past, use_cache=True)
-        past = outputs.past_key_values
+        outputs = llm(inputs_embeds=embeds, attention_mask=attention, cache=past, use_cache=True)
+        past = outputs.cache
     return tokens.decode(generated)
 
 
@@ -81,6 +85,16 @@ def keyword_after_key(text: str) -> str | None:
         tail = tail.split(stop, 1)[0]
     tail = " ".join(tail.split())
     return tail or None
+
+
+def readable_answer(text: str) -> str:
+    """An answer as people read it: spaces collapsed, none before punctuation or after an
+    opening bracket, the first letter upper-case ("sure , [SEG] ." -> "Sure, [SEG].").
+    Only for showing and reporting: the model's own text stays as it was in the prompt."""
+    text = " ".join(text.replace("</s>", " ").split())
+    text = re.sub(r"\s+([,.!?;:)])", r"\1", text)
+    text = re.sub(r"([(])\s+", r"\1", text)
+    return text[:1].upper() + text[1:]
 
 
 def answer_of(conversation_text: str) -> str:
@@ -127,7 +141,7 @@ def predict_batch(model, tokenizer, batch: dict, generate: bool = False,
         mask = outputs["pred_masks"][0][0] > 0  # the first [SEG] of the answer
         if not has_seg:
             mask = torch.zeros_like(mask)
-        answer = answer_of(text)
+        answer = answer_of(text) if has_seg else answer  # what the model said, not the [SEG] added above
         keyword = keyword_after_key(answer)
         if keyword is None and decode_keywords and not generate and KEY_TOKEN in answer:
             prefix = generation_prompt(question) + " " + answer.rsplit(KEY_TOKEN, 1)[0].rstrip() + KEY_TOKEN
@@ -140,3 +154,53 @@ def predict_batch(model, tokenizer, batch: dict, generate: bool = False,
             key_positions=(ids == model.config.key_token_id).nonzero()[:, 0].tolist(),
             state_offset=state_offset))
     return predictions
+
+
+def is_sentence_query(query: str) -> bool:
+    """Reasoning queries are questions or full sentences; referring phrases are short."""
+    return query.strip().endswith("?") or len(query.split()) > 8
+
+
+@dataclass
+class Segmentation:
+    """One query's result for people: the mask, the answer as read, the keyword."""
+
+    mask: np.ndarray  # bool (H, W), the image's size
+    answer: str  # readable_answer of what the model said
+    keyword: str | None
+    prompt: str  # the exact conversation the mask came from
+    seconds: float
+
+
+class Segmenter:
+    """A loaded model that answers one image and one query at a time (`keyseg predict`,
+    `chat` and `serve`). Calls are serialised by a lock, so concurrent requests of a server
+    never share a forward pass or mix their results."""
+
+    def __init__(self, model, tokenizer, generate: bool = True):
+        from keyseg.data.conversation import ConversationConfig
+        from keyseg.data.transforms import ClipInput
+
+        self.model, self.tokenizer, self.generate = model, tokenizer, generate
+        self.clip = ClipInput(model.config.clip_image_size)
+        self.conversation = ConversationConfig()
+        self._lock = threading.Lock()
+
+    def __call__(self, rgb: np.ndarray, query: str) -> Segmentation:
+        """`rgb`: uint8 (H, W, 3). ValueError for an image the model cannot take (a sliver)."""
+        from keyseg.data.conversation import eval_query
+        from keyseg.data.transforms import sam_input
+
+        started = time.perf_counter()
+        image_sam, resize = sam_input(rgb, self.model.config.sam_image_size)
+        image_clip = self.clip(rgb)
+        built = eval_query(query, is_sentence_query(query), self.conversation)
+        height, width = rgb.shape[:2]
+        batch = {"image_sam": image_sam[None], "image_clip": image_clip[None], "questions": [built.question],
+                 "conversations": [built.conversation], "keywords": [None], "offsets": torch.tensor([0, 1]),
+                 "masks": [torch.zeros((1, height, width), dtype=torch.uint8)], "resize": [resize],
+                 "original_size": [(height, width)]}
+        with self._lock:
+            (prediction,) = predict_batch(self.model, self.tokenizer, batch, generate=self.generate)
+        return Segmentation(prediction.mask.numpy(), readable_answer(prediction.answer), prediction.keyword,
+                            prediction.prompt, time.perf_counter() - started)

@@ -50,6 +50,7 @@ CAPTION_LINES = 2
 LINE_HEIGHT = 18
 # Fixed banner height (room for CAPTION_LINES lines) so pictures of one kind line up.
 BANNER_HEIGHT = CAPTION_LINES * LINE_HEIGHT + 8
+ANSWER_BANNER_HEIGHT = 3 * LINE_HEIGHT + 8  # query, answer, keyword
 LABEL_SCALE = 0.4
 
 
@@ -73,16 +74,22 @@ def target_overlay(image_rgb: np.ndarray, target: np.ndarray, outlines: list[np.
     return np.vstack([_banner(panel.shape[1], ascii_safe(caption)), panel])
 
 
-def prediction_overlay(image_rgb: np.ndarray, prediction: np.ndarray, caption: str) -> np.ndarray:
-    """A predicted mask over its image, the caption above: `keyseg predict`'s overlays.
+def prediction_overlay(image_rgb: np.ndarray, prediction: np.ndarray, query: str, answer: str | None = None,
+                       keyword: str | None = None) -> np.ndarray:
+    """A predicted mask over its image under a banner: the query, and when given the model's
+    answer and keyword, one line each (`keyseg predict`, `chat` and `serve`).
 
-    Returns RGB uint8 of height BANNER_HEIGHT + OVERLAY_HEIGHT.
+    Returns RGB uint8 of height BANNER_HEIGHT + OVERLAY_HEIGHT, or ANSWER_BANNER_HEIGHT +
+    OVERLAY_HEIGHT when an answer or keyword is given.
     """
     image_rgb = _checked_image(image_rgb)
     prediction = _checked_mask(prediction, "prediction").astype(bool)
     size = (panel_width(*prediction.shape, OVERLAY_HEIGHT), OVERLAY_HEIGHT)
     panel = _prediction_panel(_scaled_image(image_rgb, size), prediction, size, None, [])
-    return np.vstack([_banner(panel.shape[1], ascii_safe(caption)), panel])
+    if answer is None and keyword is None:
+        return np.vstack([_banner(panel.shape[1], ascii_safe(query)), panel])
+    lines = [f"Q: {query}", f"A: {answer or ''}", f"keyword: {keyword if keyword is not None else '(none)'}"]
+    return np.vstack([_line_banner(panel.shape[1], [ascii_safe(line) for line in lines]), panel])
 
 
 def triptych(image_rgb: np.ndarray, target: np.ndarray, prediction: np.ndarray, caption: str,
@@ -320,6 +327,16 @@ def _wrap(text: str, max_width: int, max_lines: int) -> list[str]:
         lines = lines[: max_lines - 1] + [" ".join(lines[max_lines - 1:])]
     # Re-check every line: a single long word can overflow on its own.
     return [_ellipsize(line, max_width) for line in lines]
+
+
+def _line_banner(width: int, lines: list[str]) -> np.ndarray:
+    """One ASCII line per entry (cut with '...' when too wide) on a dark strip."""
+    banner = np.full((len(lines) * LINE_HEIGHT + 8, width, 3), BACKGROUND_GREY, dtype=np.uint8)  # 3 lines: ANSWER_BANNER_HEIGHT
+    for row, line in enumerate(lines):
+        baseline_y = 4 + LINE_HEIGHT * (row + 1) - 5
+        cv2.putText(banner, _ellipsize(line, width - 12), (6, baseline_y), FONT, CAPTION_SCALE, (240, 240, 240), 1,
+                    cv2.LINE_AA)
+    return banner
 
 
 def _banner(width: int, text: str) -> np.ndarray:

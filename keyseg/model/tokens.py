@@ -86,6 +86,8 @@ class ReferenceTokenizer:
         added = {token for token in tokenizer.get_added_vocab() if token}
         self._stripped = added - special  # whitespace around these is dropped
         self._ids = {token: tokenizer.convert_tokens_to_ids(token) for token in added | special}
+        # Added tokens that are not special ([SEG], [KEY]): decoded by their registered name.
+        self._names_by_id = {self._ids[token]: token for token in self._stripped}
         # Longest first: at one position the longest token wins, as the slow tokenizer's trie.
         pattern = "|".join(re.escape(token) for token in sorted(self._ids, key=len, reverse=True))
         self._split = re.compile(pattern) if pattern else None
@@ -198,7 +200,24 @@ class ReferenceTokenizer:
         return torch.tensor(ids, dtype=torch.long)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode([int(i) for i in ids if int(i) >= 0], skip_special_tokens=False)
+        """Text of `ids`, each added non-special token written as it was registered ("[SEG]"):
+        a tokenizer whose normaliser lower-cases (the word-level one) would otherwise give
+        "[seg]", which no reader of the answer recognises. Runs of other ids (special tokens
+        such as </s> included) are decoded by the tokenizer; pieces are joined by one space,
+        which the reference's encoding drops around these tokens anyway."""
+        names = self._names_by_id
+        pieces, run = [], []
+        for token_id in (int(i) for i in ids if int(i) >= 0):
+            if token_id in names:
+                if run:
+                    pieces.append(self.tokenizer.decode(run, skip_special_tokens=False))
+                    run = []
+                pieces.append(names[token_id])
+            else:
+                run.append(token_id)
+        if run:
+            pieces.append(self.tokenizer.decode(run, skip_special_tokens=False))
+        return " ".join(piece.strip() for piece in pieces if piece.strip())
 
 
 def as_reference_tokenizer(tokenizer) -> ReferenceTokenizer:

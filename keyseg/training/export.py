@@ -60,15 +60,19 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_model: str |
     return export_info
 
 
-def load_for_evaluation(path: str | Path, device: str = "cpu"):
+def load_for_evaluation(path: str | Path, placement=None):
     """(model, tokenizer, provenance) from an exported folder, a training run folder (its
-    latest checkpoint), its checkpoints/ folder or one checkpoint tag folder."""
+    latest checkpoint), its checkpoints/ folder or one checkpoint tag folder, placed by a
+    `keyseg.model.devices.Placement` (default: the CPU in float32)."""
+    from keyseg.model.devices import place_model, resolve_placement
+
     path = Path(path)
+    placement = placement or resolve_placement()
     if is_pretrained_folder(path):
-        model, tokenizer = load_pretrained(path, device)
-        return model, tokenizer, _provenance(path)
+        model, tokenizer = load_pretrained(path, "cpu")
+        return place_model(model, placement), tokenizer, _provenance(path)
     model, tokenizer, _, _, run_dir = load_checkpoint(path)
-    return model.to(device).eval(), tokenizer, _provenance(run_dir)
+    return place_model(model.eval(), placement), tokenizer, _provenance(run_dir)
 
 
 def _provenance(folder: Path) -> dict:

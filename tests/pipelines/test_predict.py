@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from keyseg.masks.overlay import ANSWER_BANNER_HEIGHT, OVERLAY_HEIGHT
 from tiny_export import write_tiny_export
 
 
@@ -63,8 +64,14 @@ def test_batch_ids_stay_inside_out_and_bad_lines_do_not_stop_the_good_ones(tiny_
     assert result.exit_code == 1, result.output
     assert not list((tmp_path / "x").glob("escaped*")) and not list(tmp_path.glob("escaped*"))
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert [line.split(f"{batch}:", 1)[1].split(":", 1)[0] for line in errors] == ["3", "6", "8", "5", "7"], errors
-    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [line.split(f"{batch}:", 1)[1].split(":", 1)[0] for line in errors] == ["3", "5", "6", "7", "8"], errors
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    # One row per input line, in order, with its status; the reason for each bad one.
+    assert [(row["line"], row["status"]) for row in rows] == [
+        (1, "ok"), (2, "ok"), (3, "error"), (4, "ok"), (5, "error"), (6, "error"), (7, "error"), (8, "error")]
+    assert "plain file name" in rows[2]["error"] and "earlier line" in rows[4]["error"]
+    assert "cannot read the image" in rows[6]["error"] and rows[6]["image"] == str(tmp_path / "missing.jpg")
+    records = [row for row in rows if row["status"] == "ok"]
     assert [record["id"] for record in records] == ["img", "img-2", "mine"]
     assert [record["image"] for record in records] == [str(first), str(second), str(other)]
     assert sorted(path.name for path in out.iterdir()) == sorted(
@@ -75,3 +82,38 @@ def test_batch_ids_stay_inside_out_and_bad_lines_do_not_stop_the_good_ones(tiny_
 def test_usage_errors_exit_2(tiny_model, tmp_path):
     neither = predict("--model", tiny_model, "--out", tmp_path / "out")
     assert neither.exit_code == 2 and "--image and --query" in neither.output
+    picture = image(tmp_path / "p.jpg")
+    for option, value, message in (("--device", "tpu", "--device must be"), ("--dtype", "fp8", "--dtype must be"),
+                                   ("--load-in", "2bit", "--load-in must be")):
+        bad = predict("--model", tiny_model, "--image", picture, "--query", "x", "--out", tmp_path / "o", option, value)
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+    quantized = predict("--model", tiny_model, "--image", picture, "--query", "x", "--out", tmp_path / "o",
+                        "--device", "cpu", "--load-in", "8bit")
+    assert quantized.exit_code == 2 and "needs a CUDA device" in quantized.output
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
+def test_every_precision_runs_on_the_cpu_and_the_answer_reads_cleanly(tiny_model, tmp_path, dtype):
+    picture = image(tmp_path / "p.jpg")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["predict", "--model", str(tiny_model), "--image", str(picture), "--query",
+                                      "the red square", "--out", str(out), "--device", "cpu", "--dtype", dtype])
+    assert result.exit_code == 0, result.output
+    (record,) = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    answer = record["answer"]
+    assert answer == answer.strip() and "  " not in answer and answer[:1] == answer[:1].upper()
+    assert not any(f" {mark}" in answer for mark in ",.!?;:")
+    overlay = cv2.imread(record["overlay"])
+    assert overlay.shape[0] == ANSWER_BANNER_HEIGHT + OVERLAY_HEIGHT
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("load_in", ["full", "8bit", "4bit"])
+def test_cuda_paths(tiny_model, tmp_path, load_in):
+    if load_in != "full":
+        pytest.importorskip("bitsandbytes")
+    picture = image(tmp_path / "p.jpg")
+    result = CliRunner().invoke(app, ["predict", "--model", str(tiny_model), "--image", str(picture), "--query",
+                                      "the red square", "--out", str(tmp_path / "out"), "--device", "cuda",
+                                      "--dtype", "fp16", "--load-in", load_in])
+    assert result.exit_code == 0, result.output
