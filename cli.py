@@ -374,7 +374,7 @@ def evaluate(
     generate: bool = typer.Option(False, "--generate", help="Free generation instead of the reference teacher-forced answer \"[SEG]. [KEY].\"."),
     refer_protocol: str = typer.Option("lisa", "--refer-protocol", help="refCOCO family: 'lisa' scores every sentence of every ref (LISA's validation); 'release' the first sentence of each ref, asked bare (the KeySeg release's test)."),
     batch_size: int = typer.Option(4, min=1, help="Samples per data-loader batch (each query still runs in its own forward, as in LISA)."),
-    visualize: int = typer.Option(0, min=0, help="Gallery of the K worst and K best queries (gallery/index.html)."),
+    visualize: int = typer.Option(0, min=0, help="Write the report gallery/index.html: every scored query, browsable, with pictures of the K worst and K best of each split."),
     gpus: int = typer.Option(0, min=0, help="Evaluate with this many processes (torchrun); each sample exactly once."),
     device: str = _device, dtype: str = _dtype, load_in: str = _load_in,
     progress: bool = _progress, quiet: bool = _quiet,

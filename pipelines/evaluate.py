@@ -442,14 +442,21 @@ def _fail_on_bad_predictions(config: EvaluateConfig, out: Path, missing: list[st
 
 
 def _gallery(config: EvaluateConfig, records: list[dict], metrics: dict, from_model: bool, console) -> None:
-    """K worst and K best queries as image | ground truth | prediction, in a static page."""
+    """The report page: every scored query, and the K worst and K best of each split drawn
+    as image | ground truth | prediction (keyseg.evaluation.gallery)."""
     from keyseg.data.loader import iter_raw_samples
     from keyseg.data.skips import _SkipTracker
     from keyseg.data.transforms import decode_rgb
     from keyseg.evaluation.gallery import GalleryItem, select_extremes, write_gallery
 
-    worst, best = select_extremes(records, config.visualize, key=lambda r: r["iou"])
-    wanted = {(r["split"], r["id"]) for r in worst + best}
+    sections: dict[str, list[int]] = {"worst": [], "best": []}
+    for name in config.splits:
+        indices = [index for index, record in enumerate(records) if record["split"] == name]
+        worst, best = select_extremes(indices, config.visualize, key=lambda index: records[index]["iou"])
+        sections["worst"] += worst
+        sections["best"] += best
+    chosen = sections["worst"] + sections["best"]
+    wanted = {(records[index]["split"], records[index]["id"]) for index in chosen}
     samples = {}
     for name in config.splits:
         paths = ShardSet.open(config.shards).shard_paths(name)[name]
@@ -474,12 +481,10 @@ def _gallery(config: EvaluateConfig, records: list[dict], metrics: dict, from_mo
                            image_rgb=image_rgb, target=truth, prediction=predicted,
                            keyword=record["keyword"], predicted_keyword=record["predicted_keyword"])
 
-    def items(chosen: list[dict]) -> list[GalleryItem]:
-        return [found for found in map(item, chosen) if found is not None]
-
-    index = write_gallery(Path(config.out) / "gallery", items(worst), items(best), title="keyseg evaluate",
-                          summary=metrics)
-    console.print(f"gallery: {escape(str(index))}")
+    drawn = {index: found for index in chosen if (found := item(records[index])) is not None}
+    index_page = write_gallery(Path(config.out) / "gallery", records, drawn, sections, title="keyseg evaluate",
+                               summary=metrics)
+    console.print(f"gallery: {escape(str(index_page))}")
 
 
 def _print(console: Console, metrics: dict, result: EvaluateResult, out: Path) -> None:

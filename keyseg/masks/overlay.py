@@ -109,11 +109,14 @@ def triptych(image_rgb: np.ndarray, target: np.ndarray, prediction: np.ndarray, 
     size = (panel_width(*target.shape), PANEL_HEIGHT)
 
     base = _scaled_image(image_rgb, size)
+    muted = _muted(base)
     outlines = _panel_outlines(_contours(target == TARGET_VALUE), target.shape, size)
     # The outline goes on both mask panels: on the prediction it shows misses and spill-over
-    # at a glance; on the ground truth it keeps thin targets visible.
-    panels = [base.astype(np.uint8), _truth_panel(base, target, size, outlines),
-              _prediction_panel(base, prediction, size, target, outlines)]
+    # at a glance; on the ground truth it keeps thin targets visible. The mask panels tint a
+    # grey, low-contrast copy of the image: the colours read the same on any photo (an
+    # orange prediction on an orange object included); the first panel keeps the colours.
+    panels = [base.astype(np.uint8), _truth_panel(muted, target, size, outlines),
+              _prediction_panel(muted, prediction, size, target, outlines)]
     for panel, label in zip(panels, ("image", "ground truth", "prediction")):
         _label(panel, label)
     gap = np.full((PANEL_HEIGHT, GAP, 3), BACKGROUND_GREY, dtype=np.uint8)
@@ -203,6 +206,12 @@ def _interpolation(source_height: int, panel_height: int) -> int:
 def _scaled_image(image_rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The image at panel size (OpenCV sizes are (width, height)), as float32."""
     return cv2.resize(image_rgb, size, interpolation=_interpolation(image_rgb.shape[0], size[1])).astype(np.float32)
+
+
+def _muted(base: np.ndarray) -> np.ndarray:
+    """A grey, half-contrast copy of a float32 RGB panel (64-191; mid-grey stays 128), for tinting."""
+    luma = base @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.repeat((64.0 + 0.5 * luma)[:, :, None], 3, axis=2).astype(np.float32)
 
 
 def _coverage(region: np.ndarray, size: tuple[int, int]) -> np.ndarray:

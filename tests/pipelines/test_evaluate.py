@@ -62,7 +62,10 @@ def test_predictions_mode_gives_exactly_the_expected_scores(demo_shards, tmp_pat
     assert len(rows) == len(pairs) and {"id", "query", "intersection", "union", "iou"} <= set(rows[0])
     assert "| val |" in (out / "metrics.md").read_text()
     page = (out / "gallery" / "index.html").read_text()
-    assert page.count("<img") == 4 and "http://" not in page
+    listing = json.loads((out / "gallery" / "gallery.json").read_text())
+    assert len(listing["worst"]) == len(listing["best"]) == 2 and "http://" not in page
+    rows_js = (out / "gallery" / "rows.js").read_text()
+    assert rows_js.count('"split": "reasonseg:val"') == len(pairs)  # every scored query is listed
 
 
 def test_missing_predictions_are_listed_or_counted_as_empty(demo_shards, tmp_path):

@@ -234,8 +234,10 @@ def test_gallery_prepare_and_predict_pictures_share_one_colour_convention(tmp_pa
         mask[y: y + size + 1, x: x + size + 1] = value
     predicted = np.zeros((height, width), bool)
     predicted[4:25, 4:25] = True
-    gallery = write_gallery(tmp_path / "gallery", [GalleryItem("flat", "val", "q", 0.5, 1, 2, grey, mask, predicted)],
-                            [], "colours")
+    row = {"split": "val", "id": "flat", "query": "q", "iou": 0.5, "intersection": 1, "union": 2}
+    gallery = write_gallery(tmp_path / "gallery", [row],
+                            {0: GalleryItem("flat", "val", "q", 0.5, 1, 2, grey, mask, predicted)},
+                            {"worst": [0], "best": []}, "colours")
     (triptych_png,) = (gallery.parent / "images").glob("*.png")
     predict_png = tmp_path / "predict.png"
     predict_png.write_bytes(overlay_png(prediction_overlay(grey, predicted, "q")))
@@ -256,3 +258,19 @@ def test_gallery_prepare_and_predict_pictures_share_one_colour_convention(tmp_pa
     # Prediction: the same orange in predict's overlay and the gallery's prediction panel.
     assert inside(predict_png, 4, 4, 20, OVERLAY_HEIGHT) == [blend(PREDICTION_RGB)]
     assert inside(triptych_png, 4, 4, 20, PANEL_HEIGHT, 2 * (pw + GAP)) == [blend(PREDICTION_RGB)]
+
+
+def test_masks_stay_visible_on_an_image_of_the_mask_colours():
+    """On a photo coloured like the tints themselves (orange on orange), the mask panels
+    still separate masked from unmasked pixels: they tint a grey copy of the image."""
+    height, width = 120, 200
+    _, target, prediction = scene(height, width)
+    for colour in (PREDICTION_RGB, TARGET_RGB):
+        image = np.empty((height, width, 3), np.uint8)
+        image[:] = colour
+        picture = triptych(image, target, prediction, "q", 0.5).astype(int)
+        pw = panel_width(height, width)
+        panel = picture[BANNER_HEIGHT:, 2 * (pw + GAP):]
+        inside = panel[PANEL_HEIGHT * 2 // 5, pw // 2]  # predicted, not on an outline
+        outside = panel[PANEL_HEIGHT // 10, pw * 9 // 10]
+        assert np.abs(inside - outside).max() > 30, (colour, inside, outside)  # tinting the photo itself: 0
