@@ -52,7 +52,7 @@ def test_piped_chat_answers_every_query_and_goes_on_after_a_bad_image(tiny_model
         assert turn["answer"] == turn["answer"].strip() and not any(f" {mark}" in turn["answer"] for mark in ",.!?")
     assert json.loads((out / "chat_config.json").read_text())["device"] == "cpu"
 
-    again = chat(tiny_model, out, ["the red square"], "--image", str(second))
+    again = chat(tiny_model, out, ["the red square"], "--image", str(second), "--dtype", "bf16")
     assert again.returncode == 0, again.stderr
     turns = [json.loads(line) for line in (out / "chat_history.jsonl").read_text().splitlines()]
     assert [turn["turn"] for turn in turns] == [1, 2, 3, 4]  # a later chat numbers on
@@ -61,3 +61,8 @@ def test_piped_chat_answers_every_query_and_goes_on_after_a_bad_image(tiny_model
 def test_an_unreadable_first_image_is_a_usage_error(tiny_model, tmp_path):
     done = chat(tiny_model, tmp_path / "chat", [], "--image", str(tmp_path / "missing.jpg"))
     assert done.returncode == 2 and "cannot read the image" in done.stderr
+
+
+def test_quantised_loading_without_cuda_is_a_usage_error_before_loading(tiny_model, tmp_path):
+    done = chat(tiny_model, tmp_path / "chat", [], "--load-in", "8bit")
+    assert done.returncode == 2 and "needs a CUDA device" in done.stderr

@@ -187,6 +187,18 @@ def test_two_processes_give_the_same_numbers_as_one(demo_shards, tiny_model, tmp
         assert results[0][name] == results[2][name]
 
 
+def test_precision_and_device_options(demo_shards, tiny_model, tmp_path):
+    args = ["evaluate", "--shards", str(demo_shards), "--split", "reasonseg:val", "--model", str(tiny_model),
+            "--no-progress"]
+    bf16 = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "bf16"), "--device", "cpu", "--dtype", "bf16"])
+    assert bf16.exit_code == 0, bf16.output
+    config = json.loads((tmp_path / "bf16" / "evaluate_config.json").read_text())
+    assert (config["device"], config["dtype"]) == ("cpu", "bf16")
+    for option, value, message in (("--dtype", "fp64", "--dtype must be"), ("--load-in", "4bit", "needs a CUDA")):
+        bad = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "bad"), "--device", "cpu", option, value])
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+
+
 def test_generate_mode_and_predict_command(demo_shards, tiny_model, tmp_path):
     out = tmp_path / "eval"
     result = CliRunner().invoke(app, ["evaluate", "--shards", str(demo_shards), "--split", "reasonseg:val",
