@@ -401,7 +401,7 @@ def predict(
     model: Path = typer.Option(..., help="An exported model folder or a training run/checkpoint."),
     image: Optional[Path] = typer.Option(None, help="Image file."),
     query: Optional[str] = typer.Option(None, help="What to segment, a phrase or a question."),
-    queries: Optional[Path] = typer.Option(None, "--queries", "--batch", help="JSONL file of {\"image\": path, \"query\": text, \"id\": optional name} lines instead of --image/--query; image paths as on the command line (absolute or relative to the current folder). A bad line is reported and skipped."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="JSONL file of {\"image\": path, \"query\": text, \"id\": optional name} lines instead of --image/--query; image paths as on the command line (absolute or relative to the current folder). A bad line is reported and skipped."),
     out: Path = typer.Option(Path("predictions"), help="Folder for <id>_mask.png, <id>_overlay.png and predictions.jsonl."),
     generate: bool = typer.Option(True, help="Generate the answer freely (else the teacher-forced \"[SEG]. [KEY].\")."),
     device: str = _device, dtype: str = _dtype, load_in: str = _load_in,

@@ -60,7 +60,7 @@ def test_batch_ids_stay_inside_out_and_bad_lines_do_not_stop_the_good_ones(tiny_
     ]
     batch = tmp_path / "batch.jsonl"
     batch.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
-    result = predict("--model", tiny_model, "--batch", batch, "--out", out)  # --batch is --queries
+    result = predict("--model", tiny_model, "--queries", batch, "--out", out)
     assert result.exit_code == 1, result.output
     assert not list((tmp_path / "x").glob("escaped*")) and not list(tmp_path.glob("escaped*"))
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
