@@ -112,7 +112,10 @@ def _stacked_png(paths: list[Path], width: int) -> bytes:
 def readme_pictures(demo_dir: Path, shards_dir: Path, gallery_rows: int = 3) -> dict[str, bytes]:
     """File name -> PNG bytes of the pictures the README shows: the first two overlays of
     `prepare --visualize`, gallery rows of the trained model, the shard statistics."""
-    overlays = sorted((Path(demo_dir) / "prepared").glob("*/train/overlays/*.png"))[:2]
+    prepared = Path(demo_dir) / "prepared"
+    # ReasonSeg's first: its polygons, ignore regions and outlines are what the caption shows.
+    overlays = (sorted(prepared.glob("reasonseg/train/overlays/*.png"))
+                or sorted(prepared.glob("*/train/overlays/*.png")))[:2]
     gallery = gallery_picks(Path(demo_dir) / "eval_after" / "gallery", gallery_rows)
     stats = Path(shards_dir) / "stats.png"
     missing = [name for name, found in (("prepare overlays", overlays), ("evaluation gallery", gallery),
