@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from keyseg.errors import UsageError
-from keyseg.io import atomic_write_bytes, atomic_write_json
+from keyseg.io import atomic_write_json
 from keyseg.runner import StageResult
 
 HISTORY_FILE = "chat_history.jsonl"
@@ -76,15 +76,10 @@ def run(config: ChatConfig, console: Console | None = None, lines: Iterator[str]
     answers = answers or Console(soft_wrap=True)
     from keyseg.data.transforms import decode_rgb
     from keyseg.evaluation.inference import Segmenter
-    from keyseg.masks.overlay import overlay_png, prediction_overlay
-    from keyseg.masks.png import encode_png
     from keyseg.model.devices import resolve_placement
     from keyseg.training.export import load_for_evaluation
 
-    try:
-        placement = resolve_placement(config.device, config.dtype, config.load_in)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    placement = resolve_placement(config.device, config.dtype, config.load_in)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / CONFIG_FILE, {key: str(value) if isinstance(value, Path) else value
@@ -94,7 +89,7 @@ def run(config: ChatConfig, console: Console | None = None, lines: Iterator[str]
     console.print(f"keyseg chat: {escape(str(config.model))} on {placement.describe()}. {HELP}.", soft_wrap=True)
 
     history = out / HISTORY_FILE
-    number = sum(1 for _ in history.open()) if history.is_file() else 0
+    number = len(history.read_text(encoding="utf-8").splitlines()) if history.is_file() else 0
     result = ChatResult()
     image_path: Path | None = None
     rgb = None
@@ -142,9 +137,7 @@ def run(config: ChatConfig, console: Console | None = None, lines: Iterator[str]
                 continue
             number += 1
             mask_path, overlay_path = out / f"turn_{number:04d}_mask.png", out / f"turn_{number:04d}_overlay.png"
-            atomic_write_bytes(mask_path, encode_png(segmentation.mask.astype("uint8") * 255))
-            atomic_write_bytes(overlay_path, overlay_png(prediction_overlay(
-                rgb, segmentation.mask, text, segmentation.answer, segmentation.keyword)))
+            segmentation.save(rgb, text, mask_path, overlay_path)
             turn = {"turn": number, "image": str(image_path), "query": text, "answer": segmentation.answer,
                     "keyword": segmentation.keyword, "mask": str(mask_path), "overlay": str(overlay_path),
                     "foreground_pixels": int(segmentation.mask.sum()), "seconds": round(segmentation.seconds, 3)}
@@ -152,7 +145,7 @@ def run(config: ChatConfig, console: Console | None = None, lines: Iterator[str]
                 handle.write(json.dumps(turn, ensure_ascii=False) + "\n")
             result.turns.append(turn)
             answers.print(f"[bold]answer:[/] {escape(segmentation.answer)}\n"
-                          f"[bold]keyword:[/] {escape(str(segmentation.keyword))}\n"
+                          f"[bold]keyword:[/] {escape(segmentation.keyword or '(none)')}\n"
                           f"[dim]mask {escape(str(mask_path))} ({turn['foreground_pixels']} px), "
                           f"overlay {escape(str(overlay_path))}, {segmentation.seconds:.2f} s[/]")
     except KeyboardInterrupt:

@@ -18,8 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from keyseg.demo.report import (SPLITS, demo_summary, headless_chromium, readme_pictures, showcase_query, time_record,
-                                time_record_path, timed_call)
+from keyseg.demo.report import (SPLITS, demo_summary, headless_chromium, readme_pictures, segment_in_page,
+                                showcase_query, time_record, time_record_path, timed_call, wait_for_server)
 from keyseg.io import atomic_write_bytes, atomic_write_json
 from keyseg.runner import StageResult, summary_table
 
@@ -131,9 +131,6 @@ def _screenshots(config: ScreenshotsConfig, console: Console) -> DemoReportResul
     import subprocess
     import sys
     import tempfile
-    import time
-    import urllib.request
-
 
     model = Path(config.demo_dir) / "train" / "export"
     image, query = showcase_query(config.demo_dir)
@@ -168,16 +165,13 @@ def _screenshots(config: ScreenshotsConfig, console: Console) -> DemoReportResul
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{config.port}"
     try:
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"{url}/api/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None:
-                    console.print(f"[red]error:[/] keyseg serve exited with status {server.returncode}")
-                    return DemoReportResult(failed=1, problems=[f"keyseg serve exited with {server.returncode}"])
-                time.sleep(0.5)
-        png = _serve_screenshot(url, image, query)
+        wait_for_server(url, server)
+        driver = headless_chromium(1280, 1080)
+        try:
+            segment_in_page(driver, url, image, query)
+            png = driver.get_screenshot_as_png()
+        finally:
+            driver.quit()
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -187,22 +181,3 @@ def _screenshots(config: ScreenshotsConfig, console: Console) -> DemoReportResul
         console.print(escape(str(path)), highlight=False)
     return DemoReportResult(written=[svg, page])
 
-
-def _serve_screenshot(url: str, image: Path, query: str) -> bytes:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver = headless_chromium(1280, 1080)
-    try:
-        driver.get(url + "/")
-        wait = WebDriverWait(driver, 120)
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image input[type=file]"))
-        driver.find_element(By.CSS_SELECTOR, "#image input[type=file]").send_keys(str(image.resolve()))
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image img"))
-        driver.find_element(By.CSS_SELECTOR, "#query textarea").send_keys(query)
-        driver.find_element(By.CSS_SELECTOR, "#segment").click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#overlay img")
-                   and d.find_element(By.CSS_SELECTOR, "#answer textarea").get_attribute("value"))
-        return driver.get_screenshot_as_png()
-    finally:
-        driver.quit()

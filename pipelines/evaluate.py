@@ -69,10 +69,7 @@ def _placement(config: EvaluateConfig):
     """Where the model runs; in a multi-process run `auto`/`cuda` give each process its GPU."""
     from keyseg.model.devices import resolve_placement
 
-    try:
-        return resolve_placement(config.device, config.dtype, config.load_in, int(os.environ.get("LOCAL_RANK", 0)))
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    return resolve_placement(config.device, config.dtype, config.load_in, int(os.environ.get("LOCAL_RANK", 0)))
 
 
 @dataclass
@@ -476,10 +473,8 @@ def _gallery(config: EvaluateConfig, records: list[dict], metrics: dict, from_mo
             # Scored without decoding its image (--predictions mode), or changed since.
             console.print(f"[yellow]gallery: {escape(record['id'])} left out ({escape(str(error))})")
             return None
-        return GalleryItem(key=record["id"], split=record["split"], query=record["query"], iou=record["iou"],
-                           intersection=record["intersection"], union=record["union"],
-                           image_rgb=image_rgb, target=truth, prediction=predicted,
-                           keyword=record["keyword"], predicted_keyword=record["predicted_keyword"])
+        return GalleryItem(key=record["id"], query=record["query"], iou=record["iou"], image_rgb=image_rgb,
+                           target=truth, prediction=predicted)
 
     drawn = {index: found for index in chosen if (found := item(records[index])) is not None}
     index_page = write_gallery(Path(config.out) / "gallery", records, drawn, sections, title="keyseg evaluate",

@@ -20,12 +20,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
 from keyseg.errors import UsageError
-from keyseg.io import atomic_write_bytes, atomic_write_jsonl, json_lines
+from keyseg.io import atomic_write_jsonl, json_lines
 from keyseg.paths import is_plain_name
 from keyseg.runner import StageResult, print_problems, progress_bar
 
@@ -125,10 +124,7 @@ def run(config: PredictConfig, console: Console | None = None) -> PredictResult:
     from keyseg.training.export import load_for_evaluation
 
     entries = _requests(config)
-    try:
-        placement = resolve_placement(config.device, config.dtype, config.load_in)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    placement = resolve_placement(config.device, config.dtype, config.load_in)
     model, tokenizer, _ = load_for_evaluation(config.model, placement)
     segmenter = Segmenter(model, tokenizer, generate=config.generate)
     out = Path(config.out)
@@ -152,8 +148,6 @@ def run(config: PredictConfig, console: Console | None = None) -> PredictResult:
 def _predict_one(request, segmenter, out, result, console) -> None:
     """Answer one request into `result` (or set its "error" when its image is unusable)."""
     from keyseg.data.transforms import decode_rgb
-    from keyseg.masks.overlay import overlay_png, prediction_overlay
-    from keyseg.masks.png import encode_png
 
     image_path = Path(request["image"])
     try:
@@ -166,9 +160,7 @@ def _predict_one(request, segmenter, out, result, console) -> None:
     # The id is a plain file name (checked or built above): these stay inside OUT.
     mask_path = out / f"{request['id']}_mask.png"
     overlay_path = out / f"{request['id']}_overlay.png"
-    atomic_write_bytes(mask_path, encode_png(mask.astype(np.uint8) * 255))
-    atomic_write_bytes(overlay_path, overlay_png(prediction_overlay(rgb, mask, request["query"], answer,
-                                                                    segmentation.keyword)))
+    segmentation.save(rgb, request["query"], mask_path, overlay_path)
     record = {"line": request["number"], "status": "ok", "id": request["id"], "image": str(image_path),
               "query": request["query"], "answer": answer, "keyword": segmentation.keyword, "mask": str(mask_path),
               "overlay": str(overlay_path), "foreground_pixels": int(mask.sum()), "prompt": segmentation.prompt}

@@ -61,10 +61,7 @@ def run(config: ServeConfig, console: Console | None = None) -> ServeResult:
         raise UsageError(f"--port must be 1-65535, got {config.port}")
     if config.max_upload_mb <= 0:
         raise UsageError("--max-upload-mb must be positive")
-    try:
-        placement = resolve_placement(config.device, config.dtype, config.load_in)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    placement = resolve_placement(config.device, config.dtype, config.load_in)
     examples = parse_examples(config.examples)
     model, tokenizer, _ = load_for_evaluation(config.model, placement)
     settings = AppSettings(model_name=Path(config.model).name, device=placement.describe(),

@@ -156,3 +156,38 @@ def headless_chromium(width: int = 1280, height: int = 1000):
                      f"--window-size={width},{height}"):
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def wait_for_server(url: str, process, seconds: float = 300) -> None:
+    """Return once `url`/api/health answers; DataError if `process` (a Popen) exits first
+    or the time runs out."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise DataError(url, f"keyseg serve exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise DataError(url, f"keyseg serve did not answer /api/health within {seconds:.0f} s")
+
+
+def segment_in_page(driver, url: str, image: Path, query: str, seconds: float = 120) -> None:
+    """In the `keyseg serve` page at `url`: upload `image`, type `query`, press Segment, and
+    wait until the overlay and the answer are shown."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/")
+    wait = WebDriverWait(driver, seconds)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image input[type=file]"))
+    driver.find_element(By.CSS_SELECTOR, "#image input[type=file]").send_keys(str(Path(image).resolve()))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image img"))
+    driver.find_element(By.CSS_SELECTOR, "#query textarea").send_keys(query)
+    driver.find_element(By.CSS_SELECTOR, "#segment").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#overlay img")
+               and d.find_element(By.CSS_SELECTOR, "#answer textarea").get_attribute("value"))

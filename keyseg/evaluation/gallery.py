@@ -71,19 +71,15 @@ def _tie_break(record: Any, index: int) -> tuple[str, int]:
 
 @dataclass
 class GalleryItem:
-    """One scored prediction drawn as a picture (image | ground truth | prediction)."""
+    """What one scored query's picture (image | ground truth | prediction) is drawn from;
+    the rest of the query's record is in its row."""
 
-    key: str
-    split: str
+    key: str  # names the picture's file
     query: str
     iou: float
-    intersection: int
-    union: int
     image_rgb: np.ndarray  # (H, W, 3) uint8
     target: np.ndarray  # (H, W) uint8, 0 / 1 / 255
     prediction: np.ndarray  # (H, W) bool
-    keyword: str | None = None  # gold keyword
-    predicted_keyword: str | None = None
 
 
 ROWS_FILE = "rows.js"
@@ -110,7 +106,7 @@ def write_gallery(out_dir: Path, rows: Sequence[dict], drawn: dict[int, GalleryI
         atomic_write_bytes(out_dir / relative, overlay_png(picture))
         pictures[index] = relative
     tags = {index: name for name, indices in sections.items() for index in indices}
-    data = {"title": title, "page_size": PAGE_SIZE,
+    data = {"page_size": PAGE_SIZE,
             "splits": list(dict.fromkeys(str(row.get("split")) for row in rows)),
             "rows": [_row_data(row, pictures.get(index), tags.get(index)) for index, row in enumerate(rows)]}
     # A script file, not JSON: pages opened from disk may load scripts but not fetch files.
@@ -125,15 +121,13 @@ def write_gallery(out_dir: Path, rows: Sequence[dict], drawn: dict[int, GalleryI
 
 
 def _row_data(row: dict, picture: str | None, tag: str | None) -> dict:
-    def number(value):
-        return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
+    """The fields the page shows of one per_sample record (a NaN IoU becomes null: JSON has no NaN)."""
     from keyseg.evaluation.inference import readable_answer
 
-    answer = row.get("answer")
+    iou, answer = row.get("iou"), row.get("answer")
     return {"split": row.get("split"), "id": row.get("id"), "query": row.get("query"),
-            "kind": "long" if row.get("is_sentence") else "short", "iou": number(row.get("iou")),
-            "intersection": row.get("intersection"), "union": row.get("union"),
+            "kind": "long" if row.get("is_sentence") else "short",
+            "iou": None if iou is None or math.isnan(iou) else iou,
             "answer": readable_answer(answer) if isinstance(answer, str) else None,
             "keyword": row.get("keyword"), "predicted_keyword": row.get("predicted_keyword"),
             "match": row.get("keyword_match"), "image": quote(picture) if picture else None, "tag": tag}
@@ -240,7 +234,8 @@ _SCRIPT = r"""
     const rows = data.rows.filter(matches);
     rows.sort(function (a, b) {
       const x = value(a, sortKey), y = value(b, sortKey);
-      const order = numeric[sortKey] ? (x === "" ? -Infinity : x) - (y === "" ? -Infinity : y)
+      // IoUs lie in [0, 1]: a missing one sorts below every real one
+      const order = numeric[sortKey] ? (x === "" ? -1 : x) - (y === "" ? -1 : y)
                                      : String(x).localeCompare(String(y));
       return sortAsc ? order : -order;
     });

@@ -171,6 +171,16 @@ class Segmentation:
     prompt: str  # the exact conversation the mask came from
     seconds: float
 
+    def save(self, rgb: np.ndarray, query: str, mask_path, overlay_path) -> None:
+        """The mask as a 0/255 PNG and the overlay with query, answer and keyword in its banner."""
+        from keyseg.io import atomic_write_bytes
+        from keyseg.masks.overlay import overlay_png, prediction_overlay
+        from keyseg.masks.png import encode_png
+
+        atomic_write_bytes(mask_path, encode_png(self.mask.astype(np.uint8) * 255))
+        atomic_write_bytes(overlay_path, overlay_png(prediction_overlay(rgb, self.mask, query, self.answer,
+                                                                        self.keyword)))
+
 
 class Segmenter:
     """A loaded model that answers one image and one query at a time (`keyseg predict`,

@@ -338,10 +338,12 @@ def _wrap(text: str, max_width: int, max_lines: int) -> list[str]:
     return [_ellipsize(line, max_width) for line in lines]
 
 
-def _line_banner(width: int, lines: list[str]) -> np.ndarray:
-    """One ASCII line per entry (cut with '...' when too wide) on a dark strip."""
-    banner = np.full((len(lines) * LINE_HEIGHT + 8, width, 3), BACKGROUND_GREY, dtype=np.uint8)  # 3 lines: ANSWER_BANNER_HEIGHT
-    for row, line in enumerate(lines):
+def _line_banner(width: int, lines: list[str], rows: int | None = None) -> np.ndarray:
+    """ASCII lines, each cut with '...' when too wide, on a dark strip `rows` lines high
+    (default: as many as there are lines)."""
+    rows = len(lines) if rows is None else rows
+    banner = np.full((rows * LINE_HEIGHT + 8, width, 3), BACKGROUND_GREY, dtype=np.uint8)
+    for row, line in enumerate(lines[:rows]):
         baseline_y = 4 + LINE_HEIGHT * (row + 1) - 5
         cv2.putText(banner, _ellipsize(line, width - 12), (6, baseline_y), FONT, CAPTION_SCALE, (240, 240, 240), 1,
                     cv2.LINE_AA)
@@ -350,8 +352,4 @@ def _line_banner(width: int, lines: list[str]) -> np.ndarray:
 
 def _banner(width: int, text: str) -> np.ndarray:
     """`text` (ASCII) wrapped into CAPTION_LINES lines on a dark strip BANNER_HEIGHT high."""
-    banner = np.full((BANNER_HEIGHT, width, 3), BACKGROUND_GREY, dtype=np.uint8)
-    for row, line in enumerate(_wrap(text, width - 12, CAPTION_LINES)):
-        baseline_y = 4 + LINE_HEIGHT * (row + 1) - 5
-        cv2.putText(banner, line, (6, baseline_y), FONT, CAPTION_SCALE, (240, 240, 240), 1, cv2.LINE_AA)
-    return banner
+    return _line_banner(width, _wrap(text, width - 12, CAPTION_LINES), CAPTION_LINES)

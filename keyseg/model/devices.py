@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from keyseg.errors import UsageError
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 LOAD_IN = ("full", "8bit", "4bit")
 
@@ -31,7 +33,7 @@ class Placement:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto`, `cpu`, `cuda` or `cuda:N` as a torch device; ValueError when it is not there.
+    """`auto`, `cpu`, `cuda` or `cuda:N` as a torch device; UsageError when it is not there.
     `auto` and `cuda` pick GPU `local_rank` (one GPU per process in multi-process runs)."""
     name = name.strip().lower()
     if name == "cpu":
@@ -42,35 +44,35 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda"
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: no CUDA device is available here (use --device cpu or auto)")
+            raise UsageError(f"--device {name}: no CUDA device is available here (use --device cpu or auto)")
         index = local_rank if name == "cuda" else _device_index(name)
         if index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         return torch.device("cuda", index)
-    raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
 
 
 def _device_index(name: str) -> int:
     index = name.split(":", 1)[1]
     if not index.isdigit():
-        raise ValueError(f"--device {name}: the GPU number must be a non-negative integer")
+        raise UsageError(f"--device {name}: the GPU number must be a non-negative integer")
     return int(index)
 
 
 def resolve_placement(device: str = "cpu", dtype: str = "fp32", load_in: str = "full",
                       local_rank: int = 0) -> Placement:
-    """Check the three options together; ValueError names the option that cannot work."""
+    """Check the three options together; UsageError (exit 2) names the option that cannot work."""
     if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if load_in not in LOAD_IN:
-        raise ValueError(f"--load-in must be one of {', '.join(LOAD_IN)}, got {load_in!r}")
+        raise UsageError(f"--load-in must be one of {', '.join(LOAD_IN)}, got {load_in!r}")
     placement = Placement(resolve_device(device, local_rank), DTYPES[dtype], load_in)
     if load_in != "full":
         if placement.device.type != "cuda":
-            raise ValueError(f"--load-in {load_in} needs a CUDA device (bitsandbytes); the model would run on "
+            raise UsageError(f"--load-in {load_in} needs a CUDA device (bitsandbytes); the model would run on "
                              f"{placement.device}")
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise ValueError(f"--load-in {load_in} needs bitsandbytes: pip install bitsandbytes")
+            raise UsageError(f"--load-in {load_in} needs bitsandbytes: pip install bitsandbytes")
     return placement
 
 

@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keyseg.demo.report import headless_chromium
+from keyseg.demo.report import headless_chromium, segment_in_page, wait_for_server
+from keyseg.errors import DataError
 from tiny_export import write_tiny_export
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,17 +56,10 @@ def server(tmp_path_factory):
                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            if process.poll() is not None:
-                pytest.fail(f"the server exited: {(root / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the server did not answer /api/health")
+        try:
+            wait_for_server(url, process)
+        except DataError as error:
+            pytest.fail(f"{error}: {(root / 'server.log').read_text()[-3000:]}")
         yield {"url": url, "port": port, "root": root, "log": root / "server.log"}
     finally:
         process.terminate()
@@ -143,22 +136,13 @@ def test_it_listens_on_the_loopback_address_only(server):
 
 def test_the_page_segments_an_uploaded_image(server):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     picture = server["root"] / "upload.jpg"
     picture.write_bytes(jpeg(120, 90, 3))
     driver = headless_chromium()
     try:
-        driver.get(server["url"] + "/")
-        wait = WebDriverWait(driver, 120)
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image input[type=file]"))
+        segment_in_page(driver, server["url"], picture, "the red square")
         assert "the red square" in driver.page_source  # the example is listed
-        driver.find_element(By.CSS_SELECTOR, "#image input[type=file]").send_keys(str(picture))
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image img"))
-        driver.find_element(By.CSS_SELECTOR, "#query textarea").send_keys("the red square")
-        driver.find_element(By.CSS_SELECTOR, "#segment").click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#overlay img")
-                   and d.find_element(By.CSS_SELECTOR, "#answer textarea").get_attribute("value"))
         answer = driver.find_element(By.CSS_SELECTOR, "#answer textarea").get_attribute("value")
         expected = segment(server["url"], picture.read_bytes(), "the red square")[1]
         assert answer == expected["answer"]

@@ -236,7 +236,7 @@ def test_gallery_prepare_and_predict_pictures_share_one_colour_convention(tmp_pa
     predicted[4:25, 4:25] = True
     row = {"split": "val", "id": "flat", "query": "q", "iou": 0.5, "intersection": 1, "union": 2}
     gallery = write_gallery(tmp_path / "gallery", [row],
-                            {0: GalleryItem("flat", "val", "q", 0.5, 1, 2, grey, mask, predicted)},
+                            {0: GalleryItem("flat", "q", 0.5, grey, mask, predicted)},
                             {"worst": [0], "best": []}, "colours")
     (triptych_png,) = (gallery.parent / "images").glob("*.png")
     predict_png = tmp_path / "predict.png"
